@@ -1,0 +1,67 @@
+"""tl.core — the transfer engine's public API. Plugins use only what is re-exported here.
+
+Light names (errors, plugin protocol, ONNX runtime, file helpers, metrics) import without
+torch, so ``tl predict`` runs where torch is absent. Names that need torch are resolved
+lazily on first access (PEP 562), which keeps ``import tl.core`` torch-free.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .errors import ConfigError, DataError, ExportError, PluginError, TLError, WeightsError
+from .fileio import atomic_path, file_sha256, write_json_atomic, write_text_atomic
+from .plugin import API_VERSION, ExportSpec, Plugin, ReportSection, TLData
+from .runtime import OnnxModel, load_onnx_model
+
+__version__ = "0.1.0"
+
+# name -> submodule; imported on first attribute access because these pull in torch
+_LAZY = {
+    "BackboneSpec": "backbones",
+    "create_backbone": "backbones",
+    "ClassifierModel": "models",
+    "seed_everything": "seeding",
+    "PretrainTask": "pretrain",
+    "to_device": "trainer",
+    "classification_metrics": "metrics",
+    "expected_calibration_error": "metrics",
+    "fit_temperature": "calibration",
+    "plot_confusion_matrix": "plots",
+    "plot_roc_curves": "plots",
+    "plot_pr_curves": "plots",
+    "plot_history": "plots",
+    "grad_cam": "gradcam",
+    "ProgressReporter": "progress",
+}
+
+__all__ = [
+    "API_VERSION",
+    "ConfigError",
+    "DataError",
+    "ExportError",
+    "ExportSpec",
+    "OnnxModel",
+    "Plugin",
+    "PluginError",
+    "ReportSection",
+    "TLData",
+    "TLError",
+    "WeightsError",
+    "atomic_path",
+    "file_sha256",
+    "load_onnx_model",
+    "write_json_atomic",
+    "write_text_atomic",
+    *_LAZY,
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'tl.core' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,45 @@
+"""User-facing errors: one line, exit code 2, `error: what (where) — how to fix`."""
+
+from __future__ import annotations
+
+EXIT_USER_ERROR = 2
+
+
+class TLError(Exception):
+    """An error the user can act on. Rendered by the CLI as a single line, exit code 2."""
+
+    exit_code = EXIT_USER_ERROR
+
+    def __init__(self, what: str, where: object = "", fix: str = "") -> None:
+        self.what = what
+        self.where = str(where) if where not in (None, "") else ""
+        self.fix = fix
+        super().__init__(self.line())
+
+    def line(self) -> str:
+        text = f"error: {self.what}"
+        if self.where:
+            text += f" ({self.where})"
+        if self.fix:
+            text += f" — {self.fix}"
+        return text
+
+
+class DataError(TLError):
+    """Input data is missing, corrupt or does not fit what the plugin expects."""
+
+
+class ConfigError(TLError):
+    """A flag, config file or option is wrong."""
+
+
+class WeightsError(TLError):
+    """Pretrained weights cannot be found, downloaded or loaded."""
+
+
+class PluginError(TLError):
+    """A plugin is missing, broken or incompatible."""
+
+
+class ExportError(TLError):
+    """The ONNX export failed or does not match the PyTorch model."""
