@@ -159,8 +159,17 @@ class Plugin:
         raise NotImplementedError
 
     def finalize(self, model: Any, data: TLData, outputs: dict[str, list[Any]]) -> dict[str, Any]:
-        """After training, before test metrics: calibration etc. Returns metadata for export."""
-        return {}
+        """After training (best weights loaded), with ``predict_step`` results of "val" and
+        "test": fit what is fitted on validation (temperature, threshold …).
+
+        Returns ``{"metrics": {...}, "export": {...}}``: "metrics" override/extend the test
+        metrics, "export" reaches ``export_spec`` and ``predictions``.
+        """
+        return {"metrics": {}, "export": {}}
+
+    def predictions(self, outputs: list[Any], data: TLData, extra: dict[str, Any]) -> pd.DataFrame | None:
+        """test_predictions.csv: one row per test item (id, target, prediction, scores)."""
+        return None
 
     # ------------------------------------------------------------- weights
     def weights_metadata(self, model: Any, data: TLData) -> dict[str, Any]:
@@ -180,6 +189,7 @@ class Plugin:
 
     # -------------------------------------------------------------- export
     def export_spec(self, model: Any, data: TLData, extra: dict[str, Any]) -> ExportSpec:
+        """``extra``: the "export" dict of ``finalize`` plus ``run_dir`` (for side files)."""
         raise NotImplementedError
 
     # ------------------------------------------------------------- runtime (no torch)

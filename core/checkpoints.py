@@ -1,0 +1,113 @@
+"""Checkpoints: model weights in safetensors, training state loadable with weights_only=True.
+
+``checkpoints/{last,best}.safetensors`` hold the model (with tl's JSON metadata);
+``last.state.pt`` the optimizer and scheduler state (tensors and numbers only, so
+``torch.load(weights_only=True)`` reads it); ``{last,best}.json`` the epoch counters and
+history. Each file is written to a temp name and renamed; the JSON is written last, so a
+checkpoint is complete exactly when its JSON names its epoch.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .backbones import TL_WEIGHTS_KEY
+from .errors import DataError
+from .fileio import atomic_path, write_json_atomic
+
+
+def state_dict_for_saving(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Contiguous CPU copies; tied tensors are saved once per name (safetensors needs that)."""
+    model = getattr(model, "module", model)
+    return {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+
+
+def save_weights(model: nn.Module, path: Path, meta: dict[str, Any]) -> Path:
+    with atomic_path(path) as tmp:
+        save_file(
+            state_dict_for_saving(model),
+            str(tmp),
+            metadata={TL_WEIGHTS_KEY: json.dumps(meta, default=str)},
+        )
+    return path
+
+
+def save_backbone(model: nn.Module, path: Path, meta: dict[str, Any]) -> Path:
+    """Only the ``backbone.*`` tensors (a `tl pretrain` output)."""
+    state = {k: v for k, v in state_dict_for_saving(model).items() if k.startswith("backbone.")}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata={TL_WEIGHTS_KEY: json.dumps(meta, default=str)})
+    return path
+
+
+def load_weights_into(model: nn.Module, path: Path) -> None:
+    try:
+        state = load_file(str(path))
+    except Exception as exc:
+        raise DataError(
+            "the checkpoint is corrupt or unreadable", path, "resume from another run or start anew"
+        ) from exc
+    target = getattr(model, "module", model)
+    missing, unexpected = target.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise DataError(
+            f"the checkpoint does not fit the model ({len(missing)} missing, {len(unexpected)} unexpected tensors)",
+            path,
+            "resume with the same plugin, backbone and options as the original run",
+        )
+
+
+class CheckpointStore:
+    def __init__(self, run_dir: Path) -> None:
+        self.dir = Path(run_dir) / "checkpoints"
+
+    def path(self, tag: str, suffix: str) -> Path:
+        return self.dir / f"{tag}{suffix}"
+
+    def save(
+        self,
+        tag: str,
+        model: nn.Module,
+        meta: dict[str, Any],
+        progress: dict[str, Any],
+        training_state: dict[str, Any] | None = None,
+    ) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if training_state is not None:
+            with atomic_path(self.path(tag, ".state.pt")) as tmp:
+                torch.save(training_state, tmp)
+        save_weights(model, self.path(tag, ".safetensors"), meta)
+        write_json_atomic(self.path(tag, ".json"), progress)
+
+    def exists(self, tag: str) -> bool:
+        return self.path(tag, ".json").exists() and self.path(tag, ".safetensors").exists()
+
+    def progress(self, tag: str) -> dict[str, Any]:
+        try:
+            return json.loads(self.path(tag, ".json").read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise DataError(
+                "the checkpoint's progress file is missing or corrupt",
+                self.path(tag, ".json"),
+                "start a new run",
+            ) from exc
+
+    def training_state(self, tag: str) -> dict[str, Any] | None:
+        path = self.path(tag, ".state.pt")
+        if not path.exists():
+            return None
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise DataError(
+                "the training state is corrupt or not a tl checkpoint", path, "start a new run"
+            ) from exc
+
+    def load_model(self, tag: str, model: nn.Module) -> None:
+        load_weights_into(model, self.path(tag, ".safetensors"))

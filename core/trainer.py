@@ -1,0 +1,363 @@
+"""The training loop shared by every plugin: fit → train epoch / validation epoch.
+
+The loop is duck-typed on a *task* (``training_step``, ``predict_step``, ``metrics``,
+``monitor``, ``monitor_mode``) so a classifier, a tabular model, a sequence recommender
+and a detector all go through the same code: device placement, AMP, gradient accumulation,
+cosine schedule with warmup, early stopping, checkpoints and resume, history and TensorBoard.
+
+Reproducibility: every epoch reseeds all RNGs from ``seed + epoch`` and its shuffling comes
+from a generator with the same seed. An epoch therefore depends only on the state saved at
+the end of the previous one, and ``--resume`` after a kill ends where an uninterrupted run
+ends (bit for bit on CPU).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from .checkpoints import CheckpointStore
+from .errors import ConfigError, DataError
+from .progress import ProgressReporter
+from .seeding import seed_everything
+from .strategies import StrategyPlan, parameter_counts
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    optimizer: str = "adamw"
+    momentum: float = 0.9
+    warmup: float = 0.1
+    batch_size: int = 32
+    grad_accum: int = 1
+    patience: int = 5
+    seed: int = 0
+    device: str = "auto"
+    num_workers: int = 0
+    max_grad_norm: float | None = None
+    amp: bool = True
+    channels_last: bool = True
+    compile: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class FitResult:
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_epoch: int = -1
+    best_score: float | None = None
+    stopped_early: bool = False
+    seconds: float = 0.0
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("CUDA was requested but no GPU is available", "--device cuda", "use --device cpu or auto")
+    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
+        raise ConfigError(f"unknown device '{name}'", "--device", "use auto, cpu or cuda")
+    return torch.device(name)
+
+
+def to_device(batch: Any, device: torch.device, non_blocking: bool = True) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=non_blocking)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device, non_blocking) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        moved = [to_device(v, device, non_blocking) for v in batch]
+        return type(batch)(moved) if not hasattr(batch, "_fields") else type(batch)(*moved)
+    return batch
+
+
+def to_cpu(output: Any) -> Any:
+    if isinstance(output, torch.Tensor):
+        output = output.detach()
+        if output.is_floating_point() and output.dtype != torch.float64:
+            output = output.float()
+        return output.cpu()
+    if isinstance(output, dict):
+        return {k: to_cpu(v) for k, v in output.items()}
+    if isinstance(output, (list, tuple)):
+        return type(output)(to_cpu(v) for v in output)
+    return output
+
+
+def cosine_with_warmup(total_steps: int, warmup_steps: int, floor: float = 0.01) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        if warmup_steps and step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def build_optimizer(config: TrainConfig, param_groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(param_groups, lr=config.lr, weight_decay=config.weight_decay)
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(param_groups, lr=config.lr, momentum=config.momentum, nesterov=True)
+    raise ConfigError(f"unknown optimizer '{config.optimizer}'", "--optimizer", "use adamw or sgd")
+
+
+def _improved(score: float, best: float | None, mode: str) -> bool:
+    if best is None or math.isnan(best):
+        return not math.isnan(score)
+    return score > best if mode == "max" else score < best
+
+
+class Trainer:
+    """Trains ``model`` on a task; writes checkpoints, history and TensorBoard into ``run_dir``."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        task: Any,
+        run_dir: Path,
+        reporter: ProgressReporter | None = None,
+        weights_meta: Callable[[], dict[str, Any]] | None = None,
+        tensorboard: bool = True,
+    ) -> None:
+        self.config = config
+        self.task = task
+        self.run_dir = Path(run_dir)
+        self.reporter = reporter or ProgressReporter()
+        self.weights_meta = weights_meta or dict
+        self.store = CheckpointStore(self.run_dir)
+        self.device = resolve_device(config.device)
+        self.tensorboard = tensorboard
+        cuda = self.device.type == "cuda"
+        self.amp_dtype = None
+        if cuda and config.amp:
+            self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        if cuda:
+            torch.backends.cudnn.benchmark = True
+
+    # ----------------------------------------------------------------- loaders
+    def loader(self, dataset: Any, collate: Any, shuffle: bool, epoch: int = 0) -> DataLoader:
+        generator = torch.Generator().manual_seed(self.config.seed * 1000 + epoch)
+        workers = self.config.num_workers
+        return DataLoader(
+            dataset,
+            batch_size=self.config.batch_size,
+            shuffle=shuffle,
+            collate_fn=collate,
+            num_workers=workers,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=False,
+            generator=generator,
+            drop_last=False,
+        )
+
+    def _autocast(self) -> Any:
+        return torch.autocast(
+            self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None
+        )
+
+    def prepare(self, model: nn.Module) -> nn.Module:
+        model.to(self.device)
+        if self.device.type == "cuda" and self.config.channels_last:
+            model.to(memory_format=torch.channels_last)
+        return model
+
+    # -------------------------------------------------------------------- fit
+    def fit(
+        self,
+        model: nn.Module,
+        plan: StrategyPlan,
+        train: Any,
+        val: Any,
+        collate: Any = None,
+        resume: bool = False,
+    ) -> FitResult:
+        cfg = self.config
+        if len(train) == 0:
+            raise DataError("the training split is empty", "train", "add data or change the split")
+        model = self.prepare(model)
+        step_model = torch.compile(model) if cfg.compile else model
+        optimizer = build_optimizer(cfg, plan.param_groups)
+        steps_per_epoch = math.ceil(math.ceil(len(train) / cfg.batch_size) / cfg.grad_accum)
+        total = max(1, steps_per_epoch * cfg.epochs)
+        schedule = cosine_with_warmup(total, int(cfg.warmup * total))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        result = FitResult()
+        start_epoch, bad_epochs = 0, 0
+        if resume and self.store.exists("last"):
+            start_epoch, bad_epochs, result = self._restore(model, optimizer, scheduler)
+            self.reporter.log(f"resumed after epoch {start_epoch} (best epoch {result.best_epoch})")
+        writer = self._writer()
+        started = time.time() - result.seconds
+        try:
+            for epoch in range(start_epoch, cfg.epochs):
+                if result.stopped_early:
+                    break
+                seed_everything(cfg.seed * 1000 + epoch)
+                if plan.apply(model, epoch) or epoch == start_epoch:
+                    trainable, total_params = parameter_counts(model)
+                    self.reporter.log(
+                        f"epoch {epoch + 1}: {trainable:,} of {total_params:,} parameters trainable"
+                    )
+                t0 = time.time()
+                train_loss = self._train_epoch(step_model, model, plan, optimizer, scheduler, train, collate, epoch)
+                val_metrics = self.validate(step_model, val, collate)
+                row = {
+                    "epoch": epoch + 1,
+                    "train_loss": train_loss,
+                    **{f"val_{k}": v for k, v in val_metrics.items() if _is_scalar(v)},
+                    "lr": optimizer.param_groups[-1]["lr"],
+                    "trainable_params": parameter_counts(model)[0],
+                    "seconds": round(time.time() - t0, 3),
+                }
+                result.history.append(row)
+                score = float(val_metrics.get(self.task.monitor, float("nan")))
+                improved = _improved(score, result.best_score, self.task.monitor_mode)
+                if improved:
+                    result.best_score, result.best_epoch, bad_epochs = score, epoch + 1, 0
+                else:
+                    bad_epochs += 1
+                if cfg.patience and bad_epochs >= cfg.patience:
+                    result.stopped_early = True
+                result.seconds = time.time() - started
+                self._log_epoch(row, writer, improved)
+                progress = self._progress(epoch + 1, bad_epochs, result)
+                if improved:
+                    self.store.save("best", model, self._meta(epoch + 1), progress)
+                self.store.save(
+                    "last",
+                    model,
+                    self._meta(epoch + 1),
+                    progress,
+                    {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                     "scaler": self.scaler.state_dict()},
+                )
+                if result.stopped_early:
+                    self.reporter.log(f"early stop: no improvement of {self.task.monitor} for {bad_epochs} epochs")
+        finally:
+            if writer is not None:
+                writer.close()
+        result.seconds = time.time() - started
+        if self.store.exists("best"):
+            self.store.load_model("best", model)
+        return result
+
+    def _train_epoch(self, step_model, model, plan, optimizer, scheduler, train, collate, epoch) -> float:
+        cfg = self.config
+        plan.train_mode(model)
+        loader = self.loader(train, collate, shuffle=True, epoch=epoch)
+        total = torch.zeros((), device=self.device)
+        count = 0
+        optimizer.zero_grad(set_to_none=True)
+        n_batches = len(loader)
+        with self.reporter.bar(n_batches, f"epoch {epoch + 1}/{cfg.epochs}") as bar:
+            for index, batch in enumerate(loader):
+                batch = to_device(batch, self.device)
+                with self._autocast():
+                    loss = self.task.training_step(step_model, batch)
+                if not torch.isfinite(loss):
+                    raise DataError(
+                        f"the training loss became {loss.item()} in epoch {epoch + 1}",
+                        "training",
+                        "lower --lr, check the data for NaN/huge values",
+                    )
+                self.scaler.scale(loss / cfg.grad_accum).backward()
+                last = index + 1 == n_batches
+                if (index + 1) % cfg.grad_accum == 0 or last:
+                    if cfg.max_grad_norm:
+                        self.scaler.unscale_(optimizer)
+                        nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                    self.scaler.step(optimizer)
+                    self.scaler.update()
+                    optimizer.zero_grad(set_to_none=True)
+                    scheduler.step()
+                total += loss.detach()
+                count += 1
+                bar.update(1)
+        return float(total.item() / max(1, count))
+
+    # ------------------------------------------------------------- evaluation
+    def collect(self, model: nn.Module, dataset: Any, collate: Any = None) -> list[Any]:
+        """``predict_step`` over ``dataset`` in eval mode, results on CPU."""
+        model.eval()
+        outputs = []
+        with torch.inference_mode(), self._autocast():
+            for batch in self.loader(dataset, collate, shuffle=False):
+                outputs.append(to_cpu(self.task.predict_step(model, to_device(batch, self.device))))
+        return outputs
+
+    def validate(self, model: nn.Module, dataset: Any, collate: Any = None) -> dict[str, Any]:
+        outputs = self.collect(model, dataset, collate)
+        metrics = dict(self.task.metrics(outputs, "val"))
+        losses = [o["loss"] for o in outputs if isinstance(o, dict) and "loss" in o]
+        if losses and "loss" not in metrics:
+            metrics["loss"] = float(torch.stack([torch.as_tensor(x).float().mean() for x in losses]).mean())
+        return metrics
+
+    # ------------------------------------------------------------ bookkeeping
+    def _meta(self, epoch: int) -> dict[str, Any]:
+        return {**self.weights_meta(), "epoch": epoch}
+
+    def _progress(self, epoch: int, bad_epochs: int, result: FitResult) -> dict[str, Any]:
+        return {
+            "epoch": epoch,
+            "bad_epochs": bad_epochs,
+            "best_epoch": result.best_epoch,
+            "best_score": result.best_score,
+            "stopped_early": result.stopped_early,
+            "seconds": result.seconds,
+            "history": result.history,
+        }
+
+    def _restore(self, model, optimizer, scheduler) -> tuple[int, int, FitResult]:
+        progress = self.store.progress("last")
+        self.store.load_model("last", model)
+        state = self.store.training_state("last")
+        if state is not None:
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            if state.get("scaler"):
+                self.scaler.load_state_dict(state["scaler"])
+        result = FitResult(
+            history=list(progress["history"]),
+            best_epoch=progress["best_epoch"],
+            best_score=progress["best_score"],
+            stopped_early=progress["stopped_early"],
+            seconds=progress.get("seconds", 0.0),
+        )
+        return int(progress["epoch"]), int(progress["bad_epochs"]), result
+
+    def _writer(self) -> Any:
+        if not self.tensorboard:
+            return None
+        from torch.utils.tensorboard import SummaryWriter
+
+        return SummaryWriter(log_dir=str(self.run_dir / "tb"))
+
+    def _log_epoch(self, row: dict[str, Any], writer: Any, improved: bool) -> None:
+        shown = {k: v for k, v in row.items() if k not in ("epoch", "trainable_params")}
+        text = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items())
+        self.reporter.log(f"epoch {row['epoch']}/{self.config.epochs} {text}{' *' if improved else ''}")
+        if writer is not None:
+            for key, value in row.items():
+                if key != "epoch" and _is_scalar(value):
+                    writer.add_scalar(key.replace("val_", "val/").replace("train_", "train/"), value, row["epoch"])
+            writer.flush()
+
+
+def _is_scalar(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
