@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-
 from tl.core import ConfigError, DataError
 
 USER, ITEM, TIME, RATING = "user_id", "item_id", "timestamp", "rating"

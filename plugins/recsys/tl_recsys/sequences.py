@@ -136,6 +136,18 @@ class LeaveLastOut:
         return np.arange(len(self.seqs.items)) - self.seqs.offsets[owner]
 
 
+def left_pad(rows: list[np.ndarray], length: int | None = None) -> np.ndarray:
+    """Stack int arrays into ``(B, T)`` int64 with `PAD` on the left (the newest item last)."""
+    if length is None:
+        length = max(1, max((len(r) for r in rows), default=1))
+    out = np.full((len(rows), length), PAD, np.int64)
+    for i, row in enumerate(rows):
+        row = row[-length:]
+        if len(row):
+            out[i, length - len(row) :] = row
+    return out
+
+
 class TrainWindows:
     """Map-style dataset of training windows (numpy item-index arrays)."""
 

@@ -1,0 +1,112 @@
+"""report.md sections for recsys: data, model vs popularity, and the files written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tl.core import ReportSection, atomic_path
+
+from .dataset import RecsysData
+from .export import EMBEDDINGS_FILE, write_item_embeddings
+
+METRICS = ("ndcg@10", "hit@10", "mrr@10")
+PLOT = "recsys_vs_popularity.png"
+PREDICTIONS = "test_predictions.csv"
+
+
+def report_sections(
+    run_dir: Path, metrics: dict[str, Any], data: RecsysData, model: Any
+) -> list[ReportSection]:
+    sections = [_data_section(data, model), _ranking_section(run_dir, metrics)]
+    written = []
+    if not (run_dir / EMBEDDINGS_FILE).exists():
+        write_item_embeddings(model, run_dir)
+        written.append(EMBEDDINGS_FILE)
+    if data.last_test_outputs and not (run_dir / PREDICTIONS).exists():
+        write_test_predictions(run_dir / PREDICTIONS, data)
+        written.append(PREDICTIONS)
+    if written:
+        sections.append(ReportSection("Serving files", "Written: " + ", ".join(written) + "."))
+    return sections
+
+
+def _data_section(data: RecsysData, model: Any) -> ReportSection:
+    info = data.info
+    lines = [
+        f"- {info['users']} users, {info['items']} items, {info['interactions']} interactions "
+        f"(ordered by {info['ordered_by']})",
+        f"- histories read up to the last {info['max_len']} items",
+    ]
+    if info.get("first_k"):
+        lines.append(f"- only each user's first {info['first_k']} interactions were used")
+    for what, count in info.get("dropped", {}).items():
+        lines.append(f"- dropped: {count} {what.replace('_', ' ')}")
+    if info.get("test_targets_already_seen"):
+        lines.append(
+            f"- {info['test_targets_already_seen']} test targets repeat an item of the history "
+            "(excluded as seen, so they count as misses)"
+        )
+    summary = getattr(model, "transfer_summary", None)
+    if summary and summary.get("items_shared") is not None:
+        lines.append(
+            f"- transfer: {summary['items_shared']} of {summary['items_target']} items share "
+            f"learned embeddings with the source ({summary['items_new']} new, fresh init)"
+        )
+    return ReportSection("Interaction data", "\n".join(lines))
+
+
+def _ranking_section(run_dir: Path, metrics: dict[str, Any]) -> ReportSection:
+    baseline = metrics.get("baseline", {})
+    rows = ["| metric | model | popularity |", "|---|---|---|"]
+    for name in METRICS:
+        rows.append(f"| {name} | {metrics.get(name, float('nan')):.4f} | "
+                    f"{baseline.get(name, float('nan')):.4f} |")  # fmt: skip
+    protocol = metrics.get("protocol", {})
+    text = "\n".join(rows) + "\n\n" + "; ".join(f"{k}: {v}" for k, v in protocol.items())
+    images = []
+    if all(name in metrics for name in METRICS):
+        _plot(run_dir / PLOT, metrics, baseline)
+        images.append(PLOT)
+    return ReportSection("Ranking (test users, full catalogue)", text, images)
+
+
+def _plot(path: Path, metrics: dict[str, Any], baseline: dict[str, Any]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = np.arange(len(METRICS))
+    fig, ax = plt.subplots(figsize=(5, 3))
+    ax.bar(x - 0.2, [metrics[m] for m in METRICS], 0.4, label="SASRec")
+    ax.bar(x + 0.2, [baseline.get(m, 0.0) for m in METRICS], 0.4, label="popularity")
+    ax.set_xticks(x, METRICS)
+    ax.set_ylabel("test score")
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+def write_test_predictions(path: Path, data: RecsysData) -> None:
+    """Per test user: the held-out item, its rank, and the model's top 10 (original ids)."""
+    outputs = data.last_test_outputs or []
+    users = np.concatenate([np.asarray(o["user"]) for o in outputs])
+    ranks = np.concatenate([np.asarray(o["rank"]) for o in outputs])
+    top = np.concatenate([np.asarray(o["top"]) for o in outputs])
+    vocab = np.asarray([""] + data.vocab, dtype=object)
+    targets = np.asarray([data.test[int(u)]["target"] for u in users])
+    frame = pd.DataFrame(
+        {
+            "user_id": data.seqs.users[users],
+            "target_item": vocab[targets],
+            "rank": np.where(np.isinf(ranks), -1, ranks + 1).astype(np.int64),
+            "top10": [" ".join(vocab[row]) for row in top],
+        }
+    )
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
