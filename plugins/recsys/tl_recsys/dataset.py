@@ -34,7 +34,6 @@ class RecsysData(TLData):
     seqs: Sequences | None = None
     baseline: dict[str, dict[str, float]] = field(default_factory=dict)
     export_k: int = 100
-    last_test_outputs: list[Any] | None = None
 
     @property
     def n_items(self) -> int:

@@ -142,8 +142,13 @@ class RecsysPlugin(Plugin):
             result["protocol"] = PROTOCOL
             result["baseline"] = {"name": "popularity", **data.baseline.get("test", {})}
             result["n_users"] = len(ranks)
-            data.last_test_outputs = outputs
         return result
+
+    def predictions(self, outputs: list[Any], data: TLData, extra: dict[str, Any]) -> pd.DataFrame:
+        from .predictions import test_predictions
+
+        assert isinstance(data, RecsysData)
+        return test_predictions(outputs, data)
 
     # ------------------------------------------------------------- weights
     def weights_metadata(self, model: Any, data: TLData) -> dict[str, Any]:

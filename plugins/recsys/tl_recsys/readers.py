@@ -6,6 +6,7 @@ No torch here: ``tl predict`` uses these readers. Every row that is dropped is c
 
 from __future__ import annotations
 
+import csv
 import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,14 +74,14 @@ def read_table(path: Path) -> pd.DataFrame:
             frame = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, na_values=[""])
             frame.columns = [str(c).split(":", 1)[0] for c in frame.columns]
         else:
-            sep = "\t" if suffix == ".tsv" else None
+            sep = {".csv": ",", ".tsv": "\t"}.get(suffix)  # .txt: let pandas sniff
             frame = pd.read_csv(
                 path, sep=sep, engine="python" if sep is None else "c", dtype=str,
                 keep_default_na=False, na_values=[""],
             )  # fmt: skip
     except pd.errors.EmptyDataError as exc:
         raise DataError("the file is empty", path, "pass a log with a header and rows") from exc
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OSError) as exc:
+    except (pd.errors.ParserError, csv.Error, UnicodeDecodeError, ValueError, OSError) as exc:
         first = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
         raise DataError(f"cannot parse the file: {first}", path, "check its format") from exc
     if frame.empty:

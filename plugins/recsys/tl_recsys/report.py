@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from tl.core import ReportSection, atomic_path
 
 from .dataset import RecsysData
@@ -14,7 +13,6 @@ from .export import EMBEDDINGS_FILE, write_item_embeddings
 
 METRICS = ("ndcg@10", "hit@10", "mrr@10")
 PLOT = "recsys_vs_popularity.png"
-PREDICTIONS = "test_predictions.csv"
 
 
 def report_sections(
@@ -25,9 +23,6 @@ def report_sections(
     if not (run_dir / EMBEDDINGS_FILE).exists():
         write_item_embeddings(model, run_dir)
         written.append(EMBEDDINGS_FILE)
-    if data.last_test_outputs and not (run_dir / PREDICTIONS).exists():
-        write_test_predictions(run_dir / PREDICTIONS, data)
-        written.append(PREDICTIONS)
     if written:
         sections.append(ReportSection("Serving files", "Written: " + ", ".join(written) + "."))
     return sections
@@ -90,23 +85,3 @@ def _plot(path: Path, metrics: dict[str, Any], baseline: dict[str, Any]) -> None
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
-
-
-def write_test_predictions(path: Path, data: RecsysData) -> None:
-    """Per test user: the held-out item, its rank, and the model's top 10 (original ids)."""
-    outputs = data.last_test_outputs or []
-    users = np.concatenate([np.asarray(o["user"]) for o in outputs])
-    ranks = np.concatenate([np.asarray(o["rank"]) for o in outputs])
-    top = np.concatenate([np.asarray(o["top"]) for o in outputs])
-    vocab = np.asarray([""] + data.vocab, dtype=object)
-    targets = np.asarray([data.test[int(u)]["target"] for u in users])
-    frame = pd.DataFrame(
-        {
-            "user_id": data.seqs.users[users],
-            "target_item": vocab[targets],
-            "rank": np.where(np.isinf(ranks), -1, ranks + 1).astype(np.int64),
-            "top10": [" ".join(vocab[row]) for row in top],
-        }
-    )
-    with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False)

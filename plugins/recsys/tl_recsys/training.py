@@ -61,7 +61,8 @@ def training_step(model: SASRec, batch: dict[str, torch.Tensor]) -> torch.Tensor
 def rank_step(model: SASRec, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """0-based rank of each target among all items outside the user's history, plus the
     unmasked cross-entropy and the top-10 (used for test_predictions.csv)."""
-    scores = model(batch["history"])
+    with torch.autocast(batch["history"].device.type, enabled=False):  # ranks need fp32 ties
+        scores = model(batch["history"]).float()
     scores[:, 0] = float("-inf")
     target = batch["target"]
     loss = F.cross_entropy(scores.masked_fill(scores.isinf(), -1e9), target, reduction="none")
