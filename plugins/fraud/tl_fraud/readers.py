@@ -1,0 +1,147 @@
+"""Read transaction tables (CSV, Parquet) and parse targets and timestamps. No torch here.
+
+These functions are shared by training (`tl run`, `tl pretrain`) and the torch-free runtime
+(`tl predict`, `tl evaluate`), so a file is read the same way everywhere.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tl.core import ConfigError, DataError
+
+CSV_SUFFIXES = {".csv", ".tsv", ".txt"}
+PARQUET_SUFFIXES = {".parquet", ".pq"}
+POSITIVE_WORDS = {"1", "true", "t", "yes", "y", "fraud", "fraudulent", "positive", "bad"}
+MAX_BAD_TIME_FRACTION = 0.01
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """The raw table with at least one row; ids and categories as written."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError("data file not found", path, "check the path passed to --data")
+    if path.is_dir():
+        raise DataError("--data is a folder, not a table", path, "pass a .csv or .parquet file")
+    suffix = path.suffix.lower()
+    if suffix not in CSV_SUFFIXES | PARQUET_SUFFIXES:
+        raise DataError(
+            f"unsupported file type '{suffix}'", path, "use a .csv or .parquet transaction table"
+        )
+    try:
+        if suffix in PARQUET_SUFFIXES:
+            frame = pd.read_parquet(path)
+        else:
+            frame = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", low_memory=False)
+    except pd.errors.EmptyDataError as exc:
+        raise DataError("the file is empty", path, "pass a table with a header and rows") from exc
+    except Exception as exc:  # pyarrow / parser errors come in many types
+        raise DataError(
+            f"cannot read the table ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})",
+            path,
+            "check that the file is a valid CSV or Parquet table",
+        ) from exc
+    if frame.empty:
+        raise DataError("the table has no rows", path, "pass a table with transactions")
+    frame.columns = [str(c) for c in frame.columns]
+    return frame
+
+
+def require_column(frame: pd.DataFrame, column: str, flag: str) -> None:
+    if column in frame.columns:
+        return
+    close = difflib.get_close_matches(column, list(frame.columns), n=1)
+    hint = (
+        f"did you mean '{close[0]}'?" if close else f"columns are: {', '.join(frame.columns[:12])}"
+    )
+    raise DataError(f"column '{column}' is not in the table", flag, hint)
+
+
+def parse_target(
+    values: pd.Series, positive: str | None = None, where: str = "--target"
+) -> tuple[np.ndarray, str]:
+    """0/1 labels (``-1`` where the label is missing) and the name of the positive class.
+
+    Accepts 0/1 numbers, booleans or exactly two strings; with strings that are not an
+    obvious yes/no pair ``positive`` must name the fraud value.
+    """
+    present = values.dropna()
+    if present.empty:
+        raise DataError("the target column has no values", where, "pick the label column")
+    text = present.map(_label_text)
+    classes = sorted(text.unique())
+    if len(classes) > 2:
+        shown = ", ".join(classes[:5])
+        raise DataError(
+            f"the target has {len(classes)} values ({shown}…); fraud needs two",
+            where,
+            "pass a 0/1, boolean or two-valued column",
+        )
+    if positive is not None:
+        positive_text = _label_text(positive)
+        if positive_text not in classes:
+            raise ConfigError(
+                f"--positive '{positive}' is not a value of the target",
+                "--positive",
+                f"values are: {', '.join(classes)}",
+            )
+    else:
+        candidates = [c for c in classes if c.lower() in POSITIVE_WORDS]
+        if len(candidates) != 1:
+            raise ConfigError(
+                f"cannot tell which target value is fraud ({', '.join(classes)})",
+                "--positive",
+                "name it with --positive VALUE",
+            )
+        positive_text = candidates[0]
+    if len(classes) < 2:
+        raise DataError(
+            f"the target has one class only ('{classes[0]}')",
+            where,
+            "fraud detection needs labelled fraud and non-fraud rows",
+        )
+    labels = np.full(len(values), -1, dtype=np.int64)
+    mask = values.notna().to_numpy()
+    labels[mask] = (text.to_numpy() == positive_text).astype(np.int64)
+    return labels, positive_text
+
+
+def _label_text(value: object) -> str:
+    if isinstance(value, (bool, np.bool_)):
+        return "1" if value else "0"
+    if isinstance(value, (int, float, np.integer, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+def parse_datetime(values: pd.Series) -> pd.Series:
+    """Timestamps as naive datetimes (NaT where a value does not parse)."""
+    if pd.api.types.is_datetime64_any_dtype(values):
+        parsed = values
+    elif pd.api.types.is_numeric_dtype(values):
+        parsed = pd.to_datetime(values, unit="s", errors="coerce")
+    else:
+        parsed = pd.to_datetime(values.astype("string"), errors="coerce", format="mixed")
+        if not pd.api.types.is_datetime64_any_dtype(parsed):
+            parsed = pd.to_datetime(values, errors="coerce", utc=True, format="mixed")
+    if getattr(parsed.dt, "tz", None) is not None:
+        parsed = parsed.dt.tz_convert(None)
+    return parsed
+
+
+def parse_time_column(frame: pd.DataFrame, column: str) -> tuple[pd.Series, int]:
+    """The parsed ``--time-column`` and how many values did not parse (≤ 1 % is tolerated)."""
+    require_column(frame, column, "--time-column")
+    parsed = parse_datetime(frame[column])
+    bad = int(parsed.isna().sum())
+    if bad > MAX_BAD_TIME_FRACTION * len(frame):
+        example = frame.loc[parsed.isna(), column].head(1).tolist()
+        raise DataError(
+            f"the time column does not parse as dates ({bad} of {len(frame)} values, e.g. {example})",
+            "--time-column " + column,
+            "use ISO dates like 2024-03-01 12:00:00 or epoch seconds",
+        )
+    return parsed, bad
