@@ -72,6 +72,19 @@ class RecsysPlugin(Plugin):
     def pretrain_options(self) -> list[click.Option]:
         return _data_options()
 
+    def predict_options(self) -> list[click.Option]:
+        """Options of ``tl predict`` / ``tl evaluate`` for recsys models."""
+        import click
+
+        return [
+            click.Option(["--top-k"], type=int, default=10, help="Recommendations per user."),
+            click.Option(["--user-column"], default=None, help="User id column (default user_id)."),
+            click.Option(["--item-column"], default=None, help="Item id column (default item_id)."),
+            click.Option(
+                ["--time-column"], default=None, help="Timestamp column (default timestamp)."
+            ),
+        ]
+
     # ---------------------------------------------------------------- data
     def demo(self, out_dir: Path, size: str = "small", seed: int = 0) -> Path:
         from .demo import write_demo
