@@ -62,7 +62,7 @@ class CausalBlock(nn.Module):
 
         q, k, v = split(q), split(k), split(v)
         logits = q @ k.transpose(-1, -2) * self.head_dim**-0.5
-        logits = logits.masked_fill(~allowed, MASK_VALUE)
+        logits = logits.masked_fill(~allowed, torch.finfo(logits.dtype).min)
         attn = F.dropout(logits.softmax(dim=-1), self.dropout, self.training)
         mixed = (attn @ v).transpose(1, 2).reshape(batch, length, width)
         h = h + F.dropout(self.out(mixed), self.dropout, self.training)

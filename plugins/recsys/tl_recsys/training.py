@@ -45,11 +45,12 @@ def next_item_loss(model: SASRec, inputs: torch.Tensor, targets: torch.Tensor) -
         negatives = torch.randint(1, n_items + 1, (model.negatives,), device=query.device)
         positive = (query * weight[target]).sum(-1, keepdim=True) + bias[target].unsqueeze(-1)
         negative = query @ weight[negatives].t() + bias[negatives]
-        negative = negative.masked_fill(negatives.unsqueeze(0) == target.unsqueeze(1), -1e9)
+        collide = negatives.unsqueeze(0) == target.unsqueeze(1)
+        negative = negative.masked_fill(collide, torch.finfo(negative.dtype).min)
         logits = torch.cat([positive, negative], dim=1)
         return F.cross_entropy(logits, torch.zeros_like(target))
     logits = query @ weight.t() + bias
-    logits[:, 0] = -1e9
+    logits[:, 0] = torch.finfo(logits.dtype).min
     return F.cross_entropy(logits, target)
 
 
