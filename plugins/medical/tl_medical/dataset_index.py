@@ -1,0 +1,537 @@
+"""Find the labelled images of a medical dataset and split them by patient (no torch).
+
+Two layouts:
+
+* **class folders** — ``root/<class>/…/image`` (files found recursively in each class dir);
+* **manifest** — a CSV (``--data file.csv``, or ``root/manifest.csv``) with columns
+  ``path,label[,patient_id][,split]``; paths relative to the manifest's folder, multi-label
+  written ``a|b``, split one of ``train/val/test`` (empty: let tl decide).
+
+`scan` reads no pixels (fast): it checks that each file exists and that its header can be
+read (a corrupt DICOM header or a non-image is caught here); `verify` decodes every image
+when a run wants to fail early. Patients come from the manifest's ``patient_id`` column or
+the DICOM PatientID, and are only ever kept hashed.
+
+`assign_splits` fills the missing ``split`` values: grouped by patient (a patient never
+straddles two splits) and stratified by the first label.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tl.core import ConfigError, DataError
+
+from .readers import (
+    IMAGE_EXTENSIONS,
+    hash_patient_id,
+    is_dicom_path,
+    is_image_path,
+    read_dicom_header,
+    read_image,
+)
+
+MANIFEST_NAME = "manifest.csv"
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+_SPLIT_ALIASES = {
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "dev": "val",
+    "test": "test",
+    "testing": "test",
+}
+COLUMNS = ["path", "item", "labels", "patient", "split"]
+
+
+@dataclass
+class IndexResult:
+    """What `scan` found.
+
+    ``frame``: one row per image — ``path`` (absolute), ``item`` (relative to ``root``, as in
+    splits.csv), ``labels`` (list of str), ``patient`` (hashed or None), ``split`` (given or
+    None). ``skipped``: ``(item, reason)`` for every file left out under ``skip_bad``.
+    ``ignored``: files in class folders that are not images (README, .txt …), reported, not
+    read.
+    """
+
+    frame: pd.DataFrame
+    labels: list[str]
+    multilabel: bool
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    root: Path = Path(".")
+    layout: str = "folders"
+    ignored: list[str] = field(default_factory=list)
+
+    def describe(self) -> dict[str, Any]:
+        """Counts for the report (no identifiers: patients are hashed and only counted)."""
+        first = self.frame["labels"].map(lambda ls: ls[0]) if len(self.frame) else pd.Series()
+        return {
+            "layout": self.layout,
+            "n_images": len(self.frame),
+            "n_patients": int(self.frame["patient"].nunique()),
+            "images_without_patient": int(self.frame["patient"].isna().sum()),
+            "labels": list(self.labels),
+            "multilabel": self.multilabel,
+            "per_class": {c: int((first == c).sum()) for c in self.labels},
+            "skipped": len(self.skipped),
+            "ignored_files": len(self.ignored),
+        }
+
+
+# ------------------------------------------------------------------------------ scan
+
+
+def scan(path: Path, skip_bad: bool = False) -> IndexResult:
+    """Index a class-folder tree or a CSV manifest. See the module docstring."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise DataError(
+            "data path not found", path, "check --data: a folder of class subfolders or a CSV"
+        )
+    if path.is_file():
+        if path.suffix.lower() != ".csv":
+            raise DataError(
+                "--data is a single file, not a dataset",
+                path,
+                "pass a folder with one subfolder per class, or a CSV manifest (path,label)",
+            )
+        result = _scan_manifest(path, skip_bad)
+    elif (path / MANIFEST_NAME).is_file():
+        result = _scan_manifest(path / MANIFEST_NAME, skip_bad)
+    else:
+        result = _scan_folders(path, skip_bad)
+    _check_classes(result)
+    return result
+
+
+def _scan_folders(root: Path, skip_bad: bool) -> IndexResult:
+    root = root.resolve()
+    entries = sorted(p for p in root.iterdir() if not p.name.startswith("."))
+    class_dirs = [p for p in entries if p.is_dir()]
+    loose = [p for p in entries if p.is_file() and is_image_path(p)]
+    if not class_dirs:
+        if loose:
+            raise DataError(
+                f"{len(loose)} images are not sorted into class folders",
+                root,
+                "put each class in its own subfolder (e.g. normal/, nodule/) or add a "
+                f"{MANIFEST_NAME} with path,label columns",
+            )
+        raise DataError(
+            "the data folder has no class subfolders and no images",
+            root,
+            "put each class's images in its own subfolder, or add a manifest.csv",
+        )
+    skipped: list[tuple[str, str]] = []
+    if loose:
+        if not skip_bad:
+            raise DataError(
+                f"{len(loose)} images lie next to the class folders, in no class "
+                f"(first: {loose[0].name})",
+                root,
+                "move them into a class subfolder, or pass --skip-bad to leave them out",
+            )
+        skipped += [(p.name, "not inside a class folder") for p in loose]
+
+    rows: list[dict[str, Any]] = []
+    ignored: list[str] = []
+    empty: list[Path] = []
+    for class_dir in class_dirs:
+        n_before = len(rows)
+        for f in _walk(class_dir):
+            rel = f.relative_to(root).as_posix()
+            if not is_image_path(f):
+                ignored.append(rel)
+                continue
+            problem, patient = _probe(f)
+            if problem:
+                if not skip_bad:
+                    raise DataError(problem, f, _fix_bad())
+                skipped.append((rel, problem))
+                continue
+            rows.append(_row(f, rel, [class_dir.name], patient, None))
+        if len(rows) == n_before:
+            empty.append(class_dir)
+    if not rows:
+        raise DataError(
+            "no images found in the class folders",
+            root,
+            f"supported files: {', '.join(IMAGE_EXTENSIONS)} (and DICOM files without extension)",
+        )
+    if empty:
+        raise DataError(
+            f"class folder has no images: {empty[0].name}",
+            empty[0],
+            "add images to it or remove the folder",
+        )
+    return _result(rows, skipped, root, "folders", ignored)
+
+
+def _walk(folder: Path) -> Iterable[Path]:
+    """Files below ``folder``, sorted, skipping hidden files and folders."""
+    for f in sorted(folder.rglob("*")):
+        rel = f.relative_to(folder)
+        if any(part.startswith(".") for part in rel.parts) or not f.is_file():
+            continue
+        yield f
+
+
+def _scan_manifest(manifest: Path, skip_bad: bool) -> IndexResult:
+    manifest = manifest.resolve()
+    base = manifest.parent
+    try:
+        table = pd.read_csv(manifest, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except pd.errors.EmptyDataError:
+        raise DataError(
+            "the manifest is empty", manifest, "write a header path,label and one row per image"
+        ) from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+        raise DataError(
+            f"cannot parse the manifest CSV: {_short(exc)}",
+            manifest,
+            "save it as UTF-8 CSV with a header row",
+        ) from None
+    table.columns = [str(c).strip().lower() for c in table.columns]
+    for needed in ("path", "label"):
+        if needed not in table.columns:
+            raise DataError(
+                f"the manifest has no '{needed}' column (columns: {', '.join(table.columns)})",
+                manifest,
+                "the header must be path,label[,patient_id][,split]",
+            )
+    if table.empty:
+        raise DataError("the manifest has no rows", manifest, "add one row per image")
+    has_pid = "patient_id" in table.columns
+    has_split = "split" in table.columns
+
+    rows: list[dict[str, Any]] = []
+    skipped: list[tuple[str, str]] = []
+    seen: dict[Path, int] = {}
+    for i, rec in enumerate(table.to_dict("records")):
+        line = i + 2  # header is line 1
+        where = f"{manifest}, line {line}"
+        raw_path = str(rec["path"]).strip()
+        if not raw_path:
+            _bad_row(skip_bad, skipped, f"line {line}", "empty path", where)
+            continue
+        f = Path(raw_path).expanduser()
+        f = f if f.is_absolute() else base / f
+        item = _item_name(f, base)
+        labels = _parse_labels(rec["label"])
+        if not labels:
+            raise DataError(
+                f"row has no label ({raw_path})",
+                where,
+                "give every row a class; multi-label rows as a|b",
+            )
+        split = _parse_split(rec.get("split", ""), where) if has_split else None
+        if not f.is_file():
+            reason = "file not found" if not f.exists() else "not a file"
+            _bad_row(skip_bad, skipped, item, f"{reason}: {f}", where)
+            continue
+        if not is_image_path(f):
+            _bad_row(
+                skip_bad,
+                skipped,
+                item,
+                f"not a supported image ({f.suffix or 'no extension'}): {f}",
+                where,
+            )
+            continue
+        key = f.resolve()
+        if key in seen:
+            raise DataError(
+                f"{raw_path} is listed twice (lines {seen[key]} and {line})",
+                manifest,
+                "list each image once; write several labels as a|b",
+            )
+        seen[key] = line
+        pid = str(rec.get("patient_id", "") or "").strip() if has_pid else ""
+        problem, patient = _probe(f, need_patient=not pid)
+        if problem:
+            _bad_row(skip_bad, skipped, item, problem, f)
+            continue
+        rows.append(_row(f, item, labels, hash_patient_id(pid) if pid else patient, split))
+    if not rows:
+        raise DataError("no usable images in the manifest", manifest, "check the paths in it")
+    return _result(rows, skipped, base, "manifest", [])
+
+
+def _bad_row(skip_bad: bool, skipped: list, item: str, reason: str, where: Any) -> None:
+    if not skip_bad:
+        raise DataError(reason, where, _fix_bad())
+    skipped.append((item, reason))
+
+
+def _fix_bad() -> str:
+    return "fix or remove the file (or its manifest row), or pass --skip-bad to leave it out"
+
+
+def _item_name(f: Path, base: Path) -> str:
+    try:
+        return f.resolve().relative_to(base).as_posix()
+    except ValueError:
+        return str(f.resolve())
+
+
+def _parse_labels(value: Any) -> list[str]:
+    labels: list[str] = []
+    for part in str(value or "").split("|"):
+        part = part.strip()
+        if part and part not in labels:
+            labels.append(part)
+    return labels
+
+
+def _parse_split(value: Any, where: str) -> str | None:
+    text = str(value or "").strip().lower()
+    if not text:
+        return None
+    if text not in _SPLIT_ALIASES:
+        raise DataError(
+            f"unknown split {value!r}",
+            where,
+            "use train, val or test (or leave it empty to let tl assign it)",
+        )
+    return _SPLIT_ALIASES[text]
+
+
+def _probe(f: Path, need_patient: bool = True) -> tuple[str | None, str | None]:
+    """(why ``f``'s header cannot be read or None, hashed DICOM PatientID or None).
+
+    Cheap: headers only, no pixel decoding.
+    """
+    if is_dicom_path(f):
+        try:
+            ds = read_dicom_header(f)
+        except DataError as exc:
+            return exc.what, None
+        pid = str(ds.get("PatientID", "") or "").strip() if need_patient else ""
+        return None, hash_patient_id(pid) if pid else None
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(f) as img:
+                img.size  # noqa: B018 — the header is parsed on open
+    except (OSError, SyntaxError, ValueError, UnidentifiedImageError) as exc:
+        return f"unreadable image: {_short(exc)}", None
+    return None, None
+
+
+def _row(f: Path, item: str, labels: list[str], patient: str | None, split: str | None) -> dict:
+    return {
+        "path": str(f.resolve()),
+        "item": item,
+        "labels": labels,
+        "patient": patient,
+        "split": split,
+    }
+
+
+def _result(
+    rows: list[dict[str, Any]],
+    skipped: list[tuple[str, str]],
+    root: Path,
+    layout: str,
+    ignored: list[str],
+) -> IndexResult:
+    frame = pd.DataFrame(rows, columns=COLUMNS)
+    # object columns keep None for "unknown" (pandas' string dtype would turn it into NaN)
+    for column in ("labels", "patient", "split"):
+        frame[column] = pd.Series([r[column] for r in rows], dtype=object, index=frame.index)
+    labels = sorted({label for ls in frame["labels"] for label in ls})
+    multilabel = bool((frame["labels"].map(len) > 1).any())
+    return IndexResult(frame, labels, multilabel, skipped, root, layout, ignored)
+
+
+def _check_classes(result: IndexResult) -> None:
+    frame = result.frame
+    if len(result.labels) < 2:
+        only = result.labels[0] if result.labels else "none"
+        raise DataError(
+            f"only one class found ({only})",
+            result.root,
+            "a classifier needs at least two classes: add a subfolder / label for another class",
+        )
+    if frame["split"].isna().any():
+        check_class_counts(frame, where=result.root, layout=result.layout)
+
+
+def check_class_counts(frame: pd.DataFrame, where: Any = "", layout: str = "") -> None:
+    """Every class needs ≥ 2 images when tl has to split the data."""
+    counts = Counter(label for ls in frame["labels"] for label in ls)
+    for label, n in sorted(counts.items(), key=lambda kv: (kv[1], kv[0])):
+        if n < 2:
+            place = Path(where) / label if layout == "folders" else where
+            raise DataError(
+                f"class '{label}' has only {n} image",
+                place,
+                "add at least 2 images per class (10+ to learn anything), or remove the class",
+            )
+
+
+# ------------------------------------------------------------------------------ verify
+
+
+def verify(result: IndexResult, skip_bad: bool = False) -> IndexResult:
+    """Decode every image once; a corrupt one is an error naming it, or skipped (counted)."""
+    keep: list[int] = []
+    for i, f in enumerate(result.frame["path"]):
+        try:
+            read_image(f)
+        except DataError as exc:
+            if not skip_bad:
+                raise
+            result.skipped.append((result.frame["item"].iloc[i], exc.what))
+            continue
+        keep.append(i)
+    frame = result.frame.iloc[keep].reset_index(drop=True)
+    out = _result(
+        frame.to_dict("records"), result.skipped, result.root, result.layout, result.ignored
+    )
+    _check_classes(out)
+    return out
+
+
+# ------------------------------------------------------------------------------ splits
+
+
+def assign_splits(
+    frame: pd.DataFrame,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """A copy of ``frame`` with every ``split`` filled in.
+
+    * grouped: rows with the same ``patient`` land in one split (rows without a patient are
+      their own group);
+    * stratified by the first label: each class gets ≈ the fractions, and every class is in
+      every split when it has at least three groups;
+    * given ``split`` values are kept. One exception: when no row is given ``val`` but some
+      are given ``train`` (a dataset with an official train/test split), the validation set
+      is carved out of those ``train`` patients;
+    * every split ends up non-empty, else `DataError`.
+    """
+    if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
+        raise ConfigError(
+            f"bad split fractions val={val_fraction}, test={test_fraction}",
+            "assign_splits",
+            "both must be > 0 and sum to < 1",
+        )
+    df = frame.copy().reset_index(drop=True)
+    if df.empty:
+        raise DataError("no images to split", "", "check --data")
+    check_class_counts(df, where="the data")
+    first = df["labels"].map(lambda ls: ls[0]).tolist()
+    patients = df["patient"].tolist()
+    given = [s if isinstance(s, str) and s else None for s in df["split"].tolist()]
+    for s in given:
+        if s is not None and s not in SPLITS:
+            raise DataError(f"unknown split {s!r}", "split column", "use train, val or test")
+
+    # groups: patient id, or the row itself
+    key_of = [f"p:{p}" if isinstance(p, str) and p else f"r:{i}" for i, p in enumerate(patients)]
+    members: dict[str, list[int]] = defaultdict(list)
+    for i, k in enumerate(key_of):
+        members[k].append(i)
+    carve_val = "val" not in given and "train" in given
+    allowed: dict[str, tuple[str, ...]] = {}
+    placed: dict[str, str] = {}
+    for k, idx in members.items():
+        fixed = {given[i] for i in idx if given[i] is not None}
+        if len(fixed) > 1:
+            raise DataError(
+                f"patient {patients[idx[0]]} (hashed) is in several splits: {', '.join(sorted(fixed))}",
+                "split column of the manifest",
+                "put all images of a patient in one split, or leave their split empty",
+            )
+        if not fixed:
+            allowed[k] = SPLITS
+        elif fixed == {"train"} and carve_val:
+            allowed[k] = ("train", "val")
+        else:
+            placed[k] = fixed.pop()
+
+    stratum = {k: _majority(first[i] for i in idx) for k, idx in members.items()}
+    size = {k: len(idx) for k, idx in members.items()}
+    classes = sorted(set(first))
+    n_class = Counter(first)
+    fraction = {
+        "train": 1.0 - val_fraction - test_fraction,
+        "val": val_fraction,
+        "test": test_fraction,
+    }
+    target = {s: {c: fraction[s] * n_class[c] for c in classes} for s in SPLITS}
+    cur = {s: dict.fromkeys(classes, 0) for s in SPLITS}
+    for k, s in placed.items():
+        for i in members[k]:
+            cur[s][first[i]] += 1
+
+    def put(k: str, s: str) -> None:
+        placed[k] = s
+        for i in members[k]:
+            cur[s][first[i]] += 1
+
+    rng = np.random.default_rng(seed)
+    free = list(allowed)
+    order = rng.permutation(len(free))
+    free = [free[j] for j in order]
+    # presence first: every class into every split, using its smallest groups
+    for c in classes:
+        pool = sorted((k for k in free if stratum[k] == c), key=lambda k: size[k])
+        for s in ("train", "test", "val"):
+            if cur[s][c] > 0:
+                continue
+            pick = next((k for k in pool if s in allowed[k] and k not in placed), None)
+            if pick is not None:
+                put(pick, s)
+    # then the rest, largest groups first, into the split that most lacks that class
+    rest = sorted((k for k in free if k not in placed), key=lambda k: -size[k])
+    for k in rest:
+        c = stratum[k]
+        best = max(allowed[k], key=lambda s: (target[s][c] - cur[s][c], s == "train"))
+        put(k, best)
+
+    # an empty split takes a group from the fullest split that may give one
+    for s in SPLITS:
+        if any(v == s for v in placed.values()):
+            continue
+        n_groups = Counter(placed.values())
+        donors = [k for k in placed if k in allowed and s in allowed[k] and n_groups[placed[k]] > 1]
+        if not donors:
+            raise DataError(
+                f"too few patients to fill the '{s}' split",
+                "the data",
+                "add images of more patients, or give the split column explicitly",
+            )
+        giver = max(SPLITS, key=lambda t: sum(placed[k] == t for k in donors))
+        k = min((k for k in donors if placed[k] == giver), key=lambda k: (size[k], k))
+        for i in members[k]:
+            cur[giver][first[i]] -= 1
+        put(k, s)
+
+    df["split"] = [placed[key_of[i]] for i in range(len(df))]
+    return df
+
+
+def _majority(labels: Iterable[str]) -> str:
+    counts = Counter(labels)
+    return min(counts, key=lambda c: (-counts[c], c))
+
+
+def _short(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 160 else text[:157] + "..."
