@@ -101,7 +101,7 @@ class FraudPlugin(Plugin):
 
         return [
             *_options(),
-            click.Option(["--ssl"], type=click.Choice(["both", "scarf", "mask"]), default="both",
+            click.Option(["--ssl"], type=click.Choice(["mask", "scarf", "both"]), default="mask",
                          show_default=True, help="Self-supervised objective (ignored with --target)."),
         ]  # fmt: skip
 
@@ -300,7 +300,7 @@ class FraudPlugin(Plugin):
             return self._supervised_pretrain(prepared, arch, options, train, val, metadata)
         from .pretrain import SelfSupervisedModel, ssl_metrics, ssl_predict_step, ssl_training_step
 
-        mode = options.get("ssl") or "both"
+        mode = options.get("ssl") or "mask"
         return PretrainTask(
             model=SelfSupervisedModel(prepared.schema, arch, mode),
             train=train,
