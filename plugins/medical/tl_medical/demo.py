@@ -343,11 +343,14 @@ def write_dicom(
     patient_name: str = "",
     birth_date: str = "",
     extra: dict[str, Any] | None = None,
+    uid_seed: str | None = None,
 ) -> None:
     """Write an uncompressed grayscale DICOM of ``stored`` (uint16 stored values).
 
     ``window`` is ``(center, width)`` in modality units or a list of them (multi-valued).
-    Used by the demo and by tests that need a file with known values.
+    Used by the demo and by tests that need a file with known values. ``uid_seed`` makes the
+    UIDs deterministic (``generate_uid`` hashes it), so a seeded demo is byte-for-byte
+    reproducible; without it they are random.
     """
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import (
@@ -370,15 +373,19 @@ def write_dicom(
     )
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = sop_class
-    meta.MediaStorageSOPInstanceUID = generate_uid()
+
+    def uid(kind: str) -> str:
+        return generate_uid(entropy_srcs=[uid_seed, kind]) if uid_seed else generate_uid()
+
+    meta.MediaStorageSOPInstanceUID = uid("instance")
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
     now = _dt.datetime(2024, 1, 1)
     ds.SOPClassUID = sop_class
     ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.StudyInstanceUID = generate_uid()
-    ds.SeriesInstanceUID = generate_uid()
+    ds.StudyInstanceUID = uid("study")
+    ds.SeriesInstanceUID = uid("series")
     ds.Modality = modality
     ds.StudyDate = now.strftime("%Y%m%d")
     ds.PatientID = patient_id
@@ -414,7 +421,11 @@ def _ds(value: float) -> str:
 
 
 def _write_case_dicom(
-    path: Path, image: np.ndarray, rng: np.random.Generator, patient: dict[str, Any]
+    path: Path,
+    image: np.ndarray,
+    rng: np.random.Generator,
+    patient: dict[str, Any],
+    uid_seed: str | None = None,
 ) -> None:
     """Store display values ``image`` (0..1) so that the header window reproduces them."""
     bits = int(rng.choice([12, 16], p=[0.6, 0.4]))
@@ -434,7 +445,7 @@ def _write_case_dicom(
     stored = np.clip(stored, 0, top).astype(np.uint16)
     # LINEAR window mapping lo → 0 and hi → 1 (PS3.3 C.11.2.1.2.1): w = hi − lo + 1 (modality units)
     lo, hi = lo_stored * slope + intercept, (lo_stored + span) * slope + intercept
-    width, center = hi - lo + slope, 0.5 * (lo + hi) + 0.5 * slope
+    width, center = hi - lo + 1.0, 0.5 * (lo + hi) + 0.5
     windows: Any = (center, width)
     if rng.random() < 0.2:  # a second, "bone" window after the default one
         windows = [(center, width), (center + 0.2 * width, 0.5 * width)]
@@ -451,6 +462,7 @@ def _write_case_dicom(
         patient_name=patient["name"],
         birth_date=patient["birth_date"],
         extra={"ViewPosition": patient["view"], "PatientSex": patient["sex"]},
+        uid_seed=uid_seed,
     )
 
 
@@ -511,6 +523,9 @@ def write_dataset(
         for _ in range(n_png):
             plan.append((label, _patient_record(rng, label, next(ids)), True))
     numbers = rng.permutation(len(plan))
+    # deterministic UIDs: same arguments → byte-identical files; other arguments → other UIDs
+    uid_base = repr((seed, sorted(n_per_class.items()), style, lesion_contrast, dicom_fraction,
+                     image_size))  # fmt: skip
 
     tmp = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
     if tmp.exists():
@@ -531,7 +546,8 @@ def write_dataset(
             if is_png:
                 _write_png(tmp / label / f"{name}.png", image)
             else:
-                _write_case_dicom(tmp / label / f"{name}.dcm", image, rng, patient)
+                uid_seed = f"{uid_base}|{name}"
+                _write_case_dicom(tmp / label / f"{name}.dcm", image, rng, patient, uid_seed)
         if out_dir.exists():
             out_dir.rmdir()  # empty (checked above)
         out_dir.parent.mkdir(parents=True, exist_ok=True)
