@@ -1,0 +1,1 @@
+"""tl-driving: 2D object detection for driving scenes."""
