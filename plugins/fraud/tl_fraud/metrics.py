@@ -1,6 +1,7 @@
 """Fraud metrics with scikit-learn: ranking quality first, then the operating point.
 
-No torch here: `tl evaluate` computes the same numbers from onnxruntime scores.
+No torch here: `tl evaluate` computes the same numbers from onnxruntime scores. scikit-learn
+is imported inside the functions so that importing the plugin (and `tl predict`) stays light.
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sklearn import metrics as skm
 
 LOW_FPR = 0.01
 ALERT_RECALL = 0.9
@@ -31,6 +31,8 @@ class ThresholdRule:
 
 
 def choose_threshold(scores: np.ndarray, targets: np.ndarray, rule: ThresholdRule) -> float:
+    from sklearn import metrics as skm
+
     scores, targets = np.asarray(scores, dtype=np.float64), np.asarray(targets)
     positives = int(targets.sum())
     if positives == 0 or positives == len(targets):
@@ -49,6 +51,8 @@ def choose_threshold(scores: np.ndarray, targets: np.ndarray, rule: ThresholdRul
 def fraud_metrics(scores: np.ndarray, targets: np.ndarray, threshold: float) -> dict[str, Any]:
     """Average precision, ROC-AUC, recall at 1 % FPR, alerts for 90 % recall, and precision /
     recall / alert rate at ``threshold``. NaN where a split lacks one of the classes."""
+    from sklearn import metrics as skm
+
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
     targets = np.asarray(targets).astype(np.int64).reshape(-1)
     positives = int(targets.sum())
@@ -75,6 +79,8 @@ def fraud_metrics(scores: np.ndarray, targets: np.ndarray, threshold: float) -> 
 
 
 def recall_at_fpr(scores: np.ndarray, targets: np.ndarray, max_fpr: float) -> float:
+    from sklearn import metrics as skm
+
     fpr, tpr, _ = skm.roc_curve(targets, scores)
     return float(tpr[fpr <= max_fpr].max())
 
@@ -94,6 +100,8 @@ def alerts_for_recall(scores: np.ndarray, targets: np.ndarray, recall: float) ->
 
 
 def curves(scores: np.ndarray, targets: np.ndarray) -> dict[str, np.ndarray]:
+    from sklearn import metrics as skm
+
     precision, recall, _ = skm.precision_recall_curve(targets, scores)
     fpr, tpr, _ = skm.roc_curve(targets, scores)
     return {"precision": precision, "recall": recall, "fpr": fpr, "tpr": tpr}

@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # pragma: no cover
 BACKBONES = ("ft_transformer",)
 EXPORT_BATCH_ROWS = 2048
 EXPORT_MAX_BATCHES = 16
+VAL_KEYS = ("average_precision", "roc_auc", "recall_at_1pct_fpr", "threshold")
 
 
 @dataclass
@@ -96,6 +97,16 @@ class FraudPlugin(Plugin):
                          help="Pick the threshold reaching this recall on validation instead of by cost."),
         ]  # fmt: skip
 
+    def predict_options(self) -> list[click.Option]:
+        import click
+
+        return [
+            click.Option(
+                ["--target"], help="Label column for `tl evaluate` (default: the training one)."
+            ),
+            click.Option(["--positive"], help="The target value that means fraud."),
+        ]
+
     def pretrain_options(self) -> list[click.Option]:
         import click
 
@@ -152,23 +163,46 @@ class FraudPlugin(Plugin):
         }
 
     def metrics(self, outputs: list[Any], data: FraudData, split: str) -> dict[str, Any]:
+        """Validation: threshold chosen on the split itself (for monitoring only). Test: at
+        the validation threshold once `finalize` has set it (the core's final test metrics
+        come from `finalize`, which also adds the baseline)."""
         scores, targets = _gather(outputs)
-        if split == "test":
-            threshold = data.threshold if data.threshold is not None else 0.5
-            result = fraud_metrics(scores, targets, threshold)
-            data.test_scores = scores
-            result["threshold_rule"] = data.rule.describe()
-            result["baseline"] = self._baseline(data)["metrics"]
-            return result
-        return fraud_metrics(scores, targets, choose_threshold(scores, targets, data.rule))
+        if split == "test" and data.threshold is not None:
+            return fraud_metrics(scores, targets, data.threshold)
+        result = fraud_metrics(scores, targets, choose_threshold(scores, targets, data.rule))
+        return {key: result[key] for key in VAL_KEYS}
 
     def finalize(
         self, model: Any, data: FraudData, outputs: dict[str, list[Any]]
     ) -> dict[str, Any]:
+        """Threshold from validation; test metrics at it, side by side with the baseline."""
         scores, targets = _gather(outputs["val"])
         data.threshold = choose_threshold(scores, targets, data.rule)
-        self._baseline(data)
-        return {"threshold": data.threshold}
+        test_scores, test_targets = _gather(outputs["test"])
+        data.test_scores = test_scores
+        metrics = fraud_metrics(test_scores, test_targets, data.threshold)
+        metrics["threshold_rule"] = data.rule.describe()
+        metrics["baseline"] = self._baseline(data)["metrics"]
+        if data.transfer:
+            metrics["transfer"] = data.transfer
+        return {"metrics": metrics, "export": {"threshold": data.threshold}}
+
+    def predictions(
+        self, outputs: list[Any], data: FraudData, extra: dict[str, Any]
+    ) -> pd.DataFrame:
+        import pandas as pd
+
+        scores, targets = _gather(outputs)
+        rows = data.prepared.rows[data.prepared.split == "test"]
+        threshold = data.threshold if data.threshold is not None else 0.5
+        return pd.DataFrame(
+            {
+                "row": rows,
+                "target": targets,
+                "fraud_probability": scores,
+                "alert": scores >= threshold,
+            }
+        )
 
     def _baseline(self, data: FraudData) -> dict[str, Any]:
         if data.baseline is None:
@@ -193,9 +227,10 @@ class FraudPlugin(Plugin):
         from .schema import TableSchema
         from .transfer import adapt_state_dict
 
-        if "schema" not in source_meta:
+        meta = _fraud_meta(source_meta)
+        if "schema" not in meta:
             return state_dict
-        source = TableSchema.from_dict(source_meta["schema"])
+        source = TableSchema.from_dict(meta["schema"])
         state, data.transfer = adapt_state_dict(
             state_dict, source, data.prepared.schema, model.state_dict()
         )
@@ -380,7 +415,7 @@ def _architecture(spec: Any, options: dict[str, Any]) -> Any:
     base: dict[str, Any] = {}
     weights = getattr(spec, "tl_weights", None)
     if weights is not None:
-        base = dict(_weights_meta(weights).get("architecture", {}))
+        base = dict(_fraud_meta(_weights_meta(weights)).get("architecture", {}))
     for key in ("d_token", "n_blocks", "n_heads"):
         if options.get(key):
             base[key] = int(options[key])
@@ -396,6 +431,11 @@ def _weights_meta(path: Path) -> dict[str, Any]:
         return json.loads(raw)
     except json.JSONDecodeError:
         return {}
+
+
+def _fraud_meta(meta: dict[str, Any]) -> dict[str, Any]:
+    """The plugin's part of a weights file's metadata (the core nests it in ``weights_meta``)."""
+    return meta.get("weights_meta", meta) if isinstance(meta.get("weights_meta"), dict) else meta
 
 
 def _gather(outputs: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:

@@ -80,6 +80,12 @@ def parse_target(
             where,
             "pass a 0/1, boolean or two-valued column",
         )
+    if len(classes) < 2:
+        raise DataError(
+            f"the target has one class only ('{classes[0]}')",
+            where,
+            "fraud detection needs labelled fraud and non-fraud rows",
+        )
     if positive is not None:
         positive_text = _label_text(positive)
         if positive_text not in classes:
@@ -97,12 +103,6 @@ def parse_target(
                 "name it with --positive VALUE",
             )
         positive_text = candidates[0]
-    if len(classes) < 2:
-        raise DataError(
-            f"the target has one class only ('{classes[0]}')",
-            where,
-            "fraud detection needs labelled fraud and non-fraud rows",
-        )
     labels = np.full(len(values), -1, dtype=np.int64)
     mask = values.notna().to_numpy()
     labels[mask] = (text.to_numpy() == positive_text).astype(np.int64)

@@ -161,7 +161,7 @@ def to_boolean(column: pd.Series, name: str, where: str) -> np.ndarray:
 def datetime_part(parsed: pd.Series, part: str | None) -> np.ndarray:
     values = {
         "hour": lambda d: d.dt.hour + d.dt.minute / 60.0,
-        "weekday": lambda d: d.dt.weekday,
+        "weekday": lambda d: d.dt.day_of_week,
         "day": lambda d: d.dt.day,
     }[part or "hour"](parsed)
     return values.to_numpy(dtype=np.float64, na_value=np.nan).astype(np.float32)
