@@ -119,7 +119,7 @@ def sample_patient(rng: np.random.Generator, label: str) -> dict[str, Any]:
     elif label == "effusion":
         p["effusion"] = {
             "side": int(rng.integers(2)),  # 0: image left (patient right)
-            "height": rng.uniform(0.2, 0.4),  # above the costophrenic angle
+            "height": rng.uniform(0.25, 0.45),  # above the costophrenic angle
             "meniscus": rng.uniform(0.6, 1.2),  # how much higher the fluid climbs laterally
         }
     return p
