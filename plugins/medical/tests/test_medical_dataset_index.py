@@ -50,6 +50,7 @@ def folders(tmp_path: Path) -> Path:
     _dcm(root / "nodule" / "c.dcm", "PID-2")
     (root / "nodule" / "README.txt").write_text("not an image")
     (root / ".hidden").mkdir()
+    (root / "LICENSE").write_text("top-level notes are not data")
     return root
 
 
@@ -82,7 +83,7 @@ def test_folder_layout(folders):
     ]
     assert all(Path(p).is_absolute() and Path(p).is_file() for p in frame["path"])
     assert frame["split"].isna().all()
-    assert result.ignored == ["nodule/README.txt"]
+    assert result.ignored == ["LICENSE", "nodule/README.txt"]
     # patients from the DICOM header, hashed; PNGs have none
     by_item = frame.set_index("item")["patient"]
     assert by_item["nodule/a.dcm"] == by_item["nodule/b.dcm"] == hash_patient_id("PID-1")

@@ -144,7 +144,7 @@ def _scan_folders(root: Path, skip_bad: bool) -> IndexResult:
         skipped += [(p.name, "not inside a class folder") for p in loose]
 
     rows: list[dict[str, Any]] = []
-    ignored: list[str] = []
+    ignored = [p.name for p in entries if p.is_file() and not is_image_path(p)]
     empty: list[Path] = []
     for class_dir in class_dirs:
         n_before = len(rows)

@@ -142,7 +142,7 @@ def _pillow_to_uint8(img: Any) -> tuple[np.ndarray, int, str]:
         lo, hi = float(arr.min()), float(arr.max())
         if mode == "I" and lo >= 0 and hi <= 65535:
             # 32-bit container of 16-bit data (older Pillow, some TIFF writers)
-            return _to_uint8(arr / (255.0 if hi <= 255 else 65535.0)), 16, "MONOCHROME2"
+            return _to_uint8(arr / 65535.0), 16, "MONOCHROME2"
         return _to_uint8(_minmax(arr)), 32, "MONOCHROME2"
     if mode == "1":
         return np.asarray(img.convert("L"), dtype=np.uint8), 1, "MONOCHROME2"
@@ -168,8 +168,7 @@ def _is_gray(rgb: np.ndarray) -> bool:
 # ---------------------------------------------------------------------------- DICOM
 
 
-PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
-_PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
+_PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)  # (Float/DoubleFloat) Pixel Data
 _UNDEFINED_LENGTH = 0xFFFFFFFF
 
 
