@@ -1,0 +1,5 @@
+"""tl.cli — the `tl` click group."""
+
+from .main import cli, main
+
+__all__ = ["cli", "main"]

@@ -78,7 +78,9 @@ def read_safetensors_metadata(path: Path) -> dict[str, Any]:
         try:
             return {TL_WEIGHTS_KEY: json.loads(raw[TL_WEIGHTS_KEY])}
         except json.JSONDecodeError as exc:
-            raise WeightsError("the weights file's tl metadata is not JSON", path, "re-create it") from exc
+            raise WeightsError(
+                "the weights file's tl metadata is not JSON", path, "re-create it"
+            ) from exc
     return dict(raw)
 
 
@@ -176,9 +178,7 @@ def data_config(model: nn.Module, image_size: int | None = None) -> dict[str, An
     return config
 
 
-def load_tl_weights(
-    model: nn.Module, path: Path, adapt: Any = None
-) -> dict[str, Any]:
+def load_tl_weights(model: nn.Module, path: Path, adapt: Any = None) -> dict[str, Any]:
     """Copy every tensor of tl's weights file whose name and shape match ``model``.
 
     ``adapt(state_dict, meta)`` may rewrite the state dict first (plugin hook). Returns a

@@ -55,7 +55,9 @@ def export_onnx(spec: ExportSpec, path: Path, metadata: dict[str, Any]) -> dict[
 
 def _example_inputs(spec: ExportSpec) -> tuple[torch.Tensor, ...]:
     if not spec.batches:
-        raise ExportError("no test batch to export and verify with", "export", "check the test split")
+        raise ExportError(
+            "no test batch to export and verify with", "export", "check the test split"
+        )
     first = spec.batches[0]
     return tuple(torch.from_numpy(np.ascontiguousarray(first[name])) for name in spec.input_names)
 
@@ -68,7 +70,10 @@ def _run_exporter(exporter: str, module, example, spec: ExportSpec, target: Path
             shapes = {}
             for name in spec.input_names:
                 axes = spec.dynamic_axes.get(name, {})
-                shapes[name] = {axis: dims.setdefault(label, torch.export.Dim.DYNAMIC) for axis, label in axes.items()}
+                shapes[name] = {
+                    axis: dims.setdefault(label, torch.export.Dim.DYNAMIC)
+                    for axis, label in axes.items()
+                }
             program = torch.onnx.export(
                 module,
                 example,
@@ -125,12 +130,20 @@ def check_parity(onnx_path: Path, spec: ExportSpec) -> dict[str, Any]:
             torch_out = spec.module(*(torch.from_numpy(feeds[n]) for n in spec.input_names))
         if isinstance(torch_out, torch.Tensor):
             torch_out = (torch_out,)
-        torch_out = dict(zip(spec.output_names, (t.float().numpy() if t.is_floating_point() else t.numpy() for t in torch_out), strict=True))
+        torch_out = dict(
+            zip(
+                spec.output_names,
+                (t.float().numpy() if t.is_floating_point() else t.numpy() for t in torch_out),
+                strict=True,
+            )
+        )
         for name in compare:
             a, b = torch_out[name].astype(np.float64), ort_out[name].astype(np.float64)
             if a.shape != b.shape:
                 raise ExportError(
-                    f"ONNX output '{name}' has shape {b.shape}, torch {a.shape}", onnx_path, "report this bug"
+                    f"ONNX output '{name}' has shape {b.shape}, torch {a.shape}",
+                    onnx_path,
+                    "report this bug",
                 )
             if a.size:
                 max_diff = max(max_diff, float(np.max(np.abs(a - b))))

@@ -41,7 +41,9 @@ def write_text_atomic(target: str | os.PathLike[str], text: str) -> Path:
 
 
 def write_json_atomic(target: str | os.PathLike[str], obj: Any) -> Path:
-    return write_text_atomic(target, json.dumps(obj, indent=2, sort_keys=False, default=_jsonable) + "\n")
+    return write_text_atomic(
+        target, json.dumps(obj, indent=2, sort_keys=False, default=_jsonable) + "\n"
+    )
 
 
 def _jsonable(value: Any) -> Any:

@@ -8,7 +8,9 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def grad_cam(model: nn.Module, images: torch.Tensor, class_index: torch.Tensor | None = None) -> np.ndarray:
+def grad_cam(
+    model: nn.Module, images: torch.Tensor, class_index: torch.Tensor | None = None
+) -> np.ndarray:
     """Heatmaps (N, H, W) in [0, 1] for ``model`` = `ClassifierModel` over a timm backbone.
 
     Gradients of the class score flow to the backbone's last feature map
@@ -17,9 +19,10 @@ def grad_cam(model: nn.Module, images: torch.Tensor, class_index: torch.Tensor |
     backbone = model.backbone
     was_training = model.training
     model.eval()
-    images = images.detach().requires_grad_(False)
+    images = images.detach()
+    inputs = model.normalize(images) if hasattr(model, "normalize") else images.float()
     with torch.enable_grad():
-        features = backbone.forward_features(images)
+        features = backbone.forward_features(inputs)
         features.retain_grad()
         logits = model.head(backbone.forward_head(features, pre_logits=True))
         if class_index is None:
@@ -28,12 +31,18 @@ def grad_cam(model: nn.Module, images: torch.Tensor, class_index: torch.Tensor |
         score.backward()
     fmap, grads = features.detach(), features.grad.detach()
     if fmap.ndim == 3:  # (N, tokens, C): drop prefix tokens, reshape to the patch grid
-        prefix = getattr(backbone, "num_prefix_tokens", fmap.shape[1] - int(np.sqrt(fmap.shape[1])) ** 2)
+        prefix = getattr(
+            backbone, "num_prefix_tokens", fmap.shape[1] - int(np.sqrt(fmap.shape[1])) ** 2
+        )
         fmap, grads = fmap[:, prefix:], grads[:, prefix:]
         side = int(np.sqrt(fmap.shape[1]))
         fmap = fmap.transpose(1, 2).reshape(len(fmap), -1, side, side)
         grads = grads.transpose(1, 2).reshape(len(grads), -1, side, side)
-    elif fmap.ndim == 4 and fmap.shape[1] < fmap.shape[-1] and getattr(backbone, "output_fmt", "NCHW") == "NHWC":
+    elif (
+        fmap.ndim == 4
+        and fmap.shape[1] < fmap.shape[-1]
+        and getattr(backbone, "output_fmt", "NCHW") == "NHWC"
+    ):
         fmap, grads = fmap.permute(0, 3, 1, 2), grads.permute(0, 3, 1, 2)
     weights = grads.mean(dim=(2, 3), keepdim=True)
     cam = F.relu((weights * fmap).sum(dim=1, keepdim=True))

@@ -71,10 +71,17 @@ def classification_metrics(
             "per_class": _report(targets, predicted, labels),
         }
         out["balanced_accuracy"] = float(
-            np.mean([skm.balanced_accuracy_score(targets[:, c], predicted[:, c]) for c in range(n_classes)])
+            np.mean(
+                [
+                    skm.balanced_accuracy_score(targets[:, c], predicted[:, c])
+                    for c in range(n_classes)
+                ]
+            )
         )
         out["ece"] = float(
-            np.mean([expected_calibration_error(probs[:, c], targets[:, c]) for c in range(n_classes)])
+            np.mean(
+                [expected_calibration_error(probs[:, c], targets[:, c]) for c in range(n_classes)]
+            )
         )
         return out
 
@@ -87,11 +94,19 @@ def classification_metrics(
     out = {
         "accuracy": float(skm.accuracy_score(targets, predicted)),
         "balanced_accuracy": float(skm.balanced_accuracy_score(targets, predicted)),
-        "macro_f1": float(skm.f1_score(targets, predicted, average="macro", labels=range(n_classes), zero_division=0)),
-        "auroc": _safe_auroc(targets, probs[:, 1] if binary else probs, multi_class=not binary, n_classes=n_classes),
+        "macro_f1": float(
+            skm.f1_score(
+                targets, predicted, average="macro", labels=range(n_classes), zero_division=0
+            )
+        ),
+        "auroc": _safe_auroc(
+            targets, probs[:, 1] if binary else probs, multi_class=not binary, n_classes=n_classes
+        ),
         "ece": expected_calibration_error(probs, targets),
         "per_class": _report(targets, predicted, labels),
-        "confusion_matrix": skm.confusion_matrix(targets, predicted, labels=range(n_classes)).tolist(),
+        "confusion_matrix": skm.confusion_matrix(
+            targets, predicted, labels=range(n_classes)
+        ).tolist(),
     }
     if binary:
         tn, fp, fn, tp = np.asarray(out["confusion_matrix"]).ravel()
@@ -105,19 +120,25 @@ def _report(targets: np.ndarray, predicted: np.ndarray, labels: list[str]) -> di
     from sklearn.metrics import classification_report
 
     multilabel = np.asarray(targets).ndim == 2
-    return classification_report(
-        targets,
-        predicted,
-        labels=list(range(len(labels))),
-        target_names=labels,
-        output_dict=True,
-        zero_division=0,
-    ) if not multilabel else classification_report(
-        targets, predicted, target_names=labels, output_dict=True, zero_division=0
+    return (
+        classification_report(
+            targets,
+            predicted,
+            labels=list(range(len(labels))),
+            target_names=labels,
+            output_dict=True,
+            zero_division=0,
+        )
+        if not multilabel
+        else classification_report(
+            targets, predicted, target_names=labels, output_dict=True, zero_division=0
+        )
     )
 
 
-def _safe_auroc(targets, scores, multi_class: bool = False, n_classes: int = 2, average: str = "macro") -> float:
+def _safe_auroc(
+    targets, scores, multi_class: bool = False, n_classes: int = 2, average: str = "macro"
+) -> float:
     from sklearn.metrics import roc_auc_score
 
     try:

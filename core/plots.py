@@ -27,16 +27,29 @@ def _save(fig, path: Path) -> str:
     return path.name
 
 
-def plot_history(history: Sequence[dict[str, Any]], path: Path, monitor: str, extra: dict[str, Sequence[dict[str, Any]]] | None = None) -> str:
+def plot_history(
+    history: Sequence[dict[str, Any]],
+    path: Path,
+    monitor: str,
+    extra: dict[str, Sequence[dict[str, Any]]] | None = None,
+) -> str:
     """Training loss and the monitored validation metric per epoch (optionally vs other runs)."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     runs = {"this run": history, **(extra or {})}
     for label, rows in runs.items():
         epochs = [r["epoch"] for r in rows]
-        axes[0].plot(epochs, [r.get("train_loss") for r in rows], marker="o", label=f"{label} train")
+        axes[0].plot(
+            epochs, [r.get("train_loss") for r in rows], marker="o", label=f"{label} train"
+        )
         if rows and "val_loss" in rows[0]:
-            axes[0].plot(epochs, [r.get("val_loss") for r in rows], marker="x", linestyle="--", label=f"{label} val")
+            axes[0].plot(
+                epochs,
+                [r.get("val_loss") for r in rows],
+                marker="x",
+                linestyle="--",
+                label=f"{label} val",
+            )
         axes[1].plot(epochs, [r.get(f"val_{monitor}") for r in rows], marker="o", label=label)
     axes[0].set(title="loss", xlabel="epoch")
     axes[1].set(title=f"validation {monitor}", xlabel="epoch")
@@ -57,7 +70,9 @@ def plot_confusion_matrix(matrix: Sequence[Sequence[int]], labels: list[str], pa
     ax.set(xlabel="predicted", ylabel="true", title="confusion matrix (test)")
     limit = matrix.max() / 2 if matrix.size else 0
     for (i, j), value in np.ndenumerate(matrix):
-        ax.text(j, i, str(value), ha="center", va="center", color="white" if value > limit else "black")
+        ax.text(
+            j, i, str(value), ha="center", va="center", color="white" if value > limit else "black"
+        )
     return _save(fig, path)
 
 
@@ -81,7 +96,11 @@ def plot_roc_curves(probs: np.ndarray, targets: np.ndarray, labels: list[str], p
     return _save(fig, path)
 
 
-def plot_pr_curves(scores: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, title: str = "precision–recall (test)") -> str:
+def plot_pr_curves(
+    scores: dict[str, tuple[np.ndarray, np.ndarray]],
+    path: Path,
+    title: str = "precision–recall (test)",
+) -> str:
     """PR curves of several scorers: ``{name: (scores, binary_targets)}``."""
     from sklearn.metrics import average_precision_score, precision_recall_curve
 

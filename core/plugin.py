@@ -167,7 +167,9 @@ class Plugin:
         """
         return {"metrics": {}, "export": {}}
 
-    def predictions(self, outputs: list[Any], data: TLData, extra: dict[str, Any]) -> pd.DataFrame | None:
+    def predictions(
+        self, outputs: list[Any], data: TLData, extra: dict[str, Any]
+    ) -> pd.DataFrame | None:
         """test_predictions.csv: one row per test item (id, target, prediction, scores)."""
         return None
 

@@ -11,7 +11,9 @@ from typing import Any, TextIO
 class ProgressReporter:
     """Writes log lines to stderr and to ``log.txt`` in the run directory; shows bars on a tty."""
 
-    def __init__(self, log_file: Path | None = None, enabled: bool = True, stream: TextIO | None = None):
+    def __init__(
+        self, log_file: Path | None = None, enabled: bool = True, stream: TextIO | None = None
+    ):
         self.stream = stream or sys.stderr
         self.enabled = enabled
         self.tty = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()

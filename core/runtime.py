@@ -68,7 +68,9 @@ def resolve_model_path(path: str | os.PathLike[str]) -> Path:
         path = path / MODEL_FILENAME
     if not path.exists():
         raise DataError(
-            "no ONNX model found", path, "pass a run directory made by `tl run` or a model.onnx file"
+            "no ONNX model found",
+            path,
+            "pass a run directory made by `tl run` or a model.onnx file",
         )
     return path
 
@@ -123,7 +125,9 @@ def read_metadata(model_proto_path: Path) -> dict[str, Any]:
     props = {p.key: p.value for p in model.metadata_props}
     if METADATA_KEY not in props:
         raise ExportError(
-            "the ONNX model has no tl metadata", model_proto_path, "use a model exported by `tl run`"
+            "the ONNX model has no tl metadata",
+            model_proto_path,
+            "use a model exported by `tl run`",
         )
     try:
         meta = json.loads(props[METADATA_KEY])

@@ -49,6 +49,8 @@ class TrainConfig:
     amp: bool = True
     channels_last: bool = True
     compile: bool = False
+    precise_bn_below_steps: int = 500
+    precise_bn_batches: int = 50
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -67,7 +69,11 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("CUDA was requested but no GPU is available", "--device cuda", "use --device cpu or auto")
+        raise ConfigError(
+            "CUDA was requested but no GPU is available",
+            "--device cuda",
+            "use --device cpu or auto",
+        )
     if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
         raise ConfigError(f"unknown device '{name}'", "--device", "use auto, cpu or cuda")
     return torch.device(name)
@@ -97,7 +103,9 @@ def to_cpu(output: Any) -> Any:
     return output
 
 
-def cosine_with_warmup(total_steps: int, warmup_steps: int, floor: float = 0.01) -> Callable[[int], float]:
+def cosine_with_warmup(
+    total_steps: int, warmup_steps: int, floor: float = 0.01
+) -> Callable[[int], float]:
     def factor(step: int) -> float:
         if warmup_steps and step < warmup_steps:
             return (step + 1) / warmup_steps
@@ -107,7 +115,9 @@ def cosine_with_warmup(total_steps: int, warmup_steps: int, floor: float = 0.01)
     return factor
 
 
-def build_optimizer(config: TrainConfig, param_groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
+def build_optimizer(
+    config: TrainConfig, param_groups: list[dict[str, Any]]
+) -> torch.optim.Optimizer:
     if config.optimizer == "adamw":
         return torch.optim.AdamW(param_groups, lr=config.lr, weight_decay=config.weight_decay)
     if config.optimizer == "sgd":
@@ -167,7 +177,9 @@ class Trainer:
 
     def _autocast(self) -> Any:
         return torch.autocast(
-            self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None
+            self.device.type,
+            dtype=self.amp_dtype or torch.float32,
+            enabled=self.amp_dtype is not None,
         )
 
     def prepare(self, model: nn.Module) -> nn.Module:
@@ -214,7 +226,11 @@ class Trainer:
                         f"epoch {epoch + 1}: {trainable:,} of {total_params:,} parameters trainable"
                     )
                 t0 = time.time()
-                train_loss = self._train_epoch(step_model, model, plan, optimizer, scheduler, train, collate, epoch)
+                train_loss = self._train_epoch(
+                    step_model, model, plan, optimizer, scheduler, train, collate, epoch
+                )
+                if (epoch + 1) * steps_per_epoch < cfg.precise_bn_below_steps:
+                    self._precise_bn(model, plan, train, collate, epoch)
                 val_metrics = self.validate(step_model, val, collate)
                 row = {
                     "epoch": epoch + 1,
@@ -243,11 +259,16 @@ class Trainer:
                     model,
                     self._meta(epoch + 1),
                     progress,
-                    {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                     "scaler": self.scaler.state_dict()},
+                    {
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "scaler": self.scaler.state_dict(),
+                    },
                 )
                 if result.stopped_early:
-                    self.reporter.log(f"early stop: no improvement of {self.task.monitor} for {bad_epochs} epochs")
+                    self.reporter.log(
+                        f"early stop: no improvement of {self.task.monitor} for {bad_epochs} epochs"
+                    )
         finally:
             if writer is not None:
                 writer.close()
@@ -256,7 +277,9 @@ class Trainer:
             self.store.load_model("best", model)
         return result
 
-    def _train_epoch(self, step_model, model, plan, optimizer, scheduler, train, collate, epoch) -> float:
+    def _train_epoch(
+        self, step_model, model, plan, optimizer, scheduler, train, collate, epoch
+    ) -> float:
         cfg = self.config
         plan.train_mode(model)
         loader = self.loader(train, collate, shuffle=True, epoch=epoch)
@@ -290,6 +313,38 @@ class Trainer:
                 bar.update(1)
         return float(total.item() / max(1, count))
 
+    def _precise_bn(self, model, plan, train, collate, epoch) -> None:
+        """Recompute BatchNorm running statistics of the trainable BN layers as a true
+        average over training batches ("precise BN").
+
+        Early in training the exponential running averages lag far behind weights that
+        move fast, so a short run from scratch validates much worse in eval mode than it
+        trains. Past ``precise_bn_below_steps`` optimizer steps the lag is negligible and
+        this is skipped.
+        """
+        plan.train_mode(model)
+        norms = [
+            m
+            for m in model.modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm)
+            and m.training
+            and m.track_running_stats
+        ]
+        if not norms:
+            return
+        momenta = [m.momentum for m in norms]
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None
+        loader = self.loader(train, collate, shuffle=True, epoch=100_000 + epoch)
+        with torch.no_grad(), self._autocast():
+            for index, batch in enumerate(loader):
+                if index >= self.config.precise_bn_batches:
+                    break
+                self.task.training_step(model, to_device(batch, self.device))
+        for m, momentum in zip(norms, momenta, strict=True):
+            m.momentum = momentum
+
     # ------------------------------------------------------------- evaluation
     def collect(self, model: nn.Module, dataset: Any, collate: Any = None) -> list[Any]:
         """``predict_step`` over ``dataset`` in eval mode, results on CPU."""
@@ -305,7 +360,9 @@ class Trainer:
         metrics = dict(self.task.metrics(outputs, "val"))
         losses = [o["loss"] for o in outputs if isinstance(o, dict) and "loss" in o]
         if losses and "loss" not in metrics:
-            metrics["loss"] = float(torch.stack([torch.as_tensor(x).float().mean() for x in losses]).mean())
+            metrics["loss"] = float(
+                torch.stack([torch.as_tensor(x).float().mean() for x in losses]).mean()
+            )
         return metrics
 
     # ------------------------------------------------------------ bookkeeping
@@ -350,12 +407,18 @@ class Trainer:
 
     def _log_epoch(self, row: dict[str, Any], writer: Any, improved: bool) -> None:
         shown = {k: v for k, v in row.items() if k not in ("epoch", "trainable_params")}
-        text = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items())
-        self.reporter.log(f"epoch {row['epoch']}/{self.config.epochs} {text}{' *' if improved else ''}")
+        text = " ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items()
+        )
+        self.reporter.log(
+            f"epoch {row['epoch']}/{self.config.epochs} {text}{' *' if improved else ''}"
+        )
         if writer is not None:
             for key, value in row.items():
                 if key != "epoch" and _is_scalar(value):
-                    writer.add_scalar(key.replace("val_", "val/").replace("train_", "train/"), value, row["epoch"])
+                    writer.add_scalar(
+                        key.replace("val_", "val/").replace("train_", "train/"), value, row["epoch"]
+                    )
             writer.flush()
 
 

@@ -1,0 +1,228 @@
+"""The `tl` command line. Imports no torch until a command that trains needs it."""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+import click
+from tl.core import TLError
+from tl.core.errors import EXIT_USER_ERROR
+
+from .options import predict_like_options, run_options
+
+
+def _verbose_requested() -> bool:
+    return "--verbose" in sys.argv[1:] or os.environ.get("TL_VERBOSE") == "1"
+
+
+class PluginCommands(click.Group):
+    """``tl run PLUGIN`` / ``tl pretrain PLUGIN``: one subcommand per installed plugin,
+    built on demand so that only the asked-for plugin is imported."""
+
+    def __init__(self, *args: Any, action: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.action = action
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        from tl.core.registry import _entry_points
+
+        return sorted(_entry_points())
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        from tl.core.registry import load_plugin
+
+        plugin = load_plugin(name)
+        return _plugin_command(plugin, self.action)
+
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> Any:
+        # click turns an unknown name into a usage error; we want load_plugin's message
+        name = args[0]
+        return name, self.get_command(ctx, name), args[1:]
+
+
+def _plugin_command(plugin: Any, action: str) -> click.Command:
+    extra = plugin.cli_options() if action == "run" else plugin.pretrain_options()
+
+    def callback(**options: Any) -> None:
+        from tl.core.progress import ProgressReporter
+        from tl.core.run import pretrain_plugin, run_plugin
+
+        options.pop("verbose", None)
+        reporter = ProgressReporter()
+        fn = run_plugin if action == "run" else pretrain_plugin
+        run_dir = fn(plugin, options, reporter)
+        click.echo(str(run_dir))
+
+    help_text = f"{'Fine-tune, evaluate, export' if action == 'run' else 'Pretrain a backbone'}: {plugin.description}"
+    return click.Command(
+        name=plugin.name,
+        params=run_options(action) + list(extra),
+        callback=callback,
+        help=help_text,
+    )
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="tl", prog_name="tl")
+def cli() -> None:
+    """tl — transfer learning: adapt a pretrained model to your data, export ONNX."""
+
+
+@cli.command("plugins")
+def plugins_command() -> None:
+    """List installed plugins."""
+    from tl.core.registry import KNOWN, list_plugins
+
+    infos = list_plugins()
+    if not infos:
+        click.echo("no plugins installed — e.g. pip install ./plugins/medical")
+    for info in infos:
+        status = f"BROKEN: {info.error}" if info.error else info.description
+        click.echo(f"{info.name:<10} {info.distribution} {info.version:<8} {status}")
+    missing = sorted(set(KNOWN) - {i.name for i in infos})
+    if missing:
+        click.echo(f"not installed: {', '.join(missing)} (pip install ./plugins/<name>)")
+
+
+@cli.command("demo")
+@click.argument("plugin_name", metavar="PLUGIN")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--size", type=click.Choice(["small", "full"]), default="small", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--verbose", is_flag=True, help="Show tracebacks.")
+def demo_command(plugin_name: str, directory: Path, size: str, seed: int, verbose: bool) -> None:
+    """Write a generated sample dataset for PLUGIN into DIRECTORY."""
+    from tl.core.registry import load_plugin
+
+    root = load_plugin(plugin_name).demo(directory, size=size, seed=seed)
+    click.echo(str(root))
+
+
+cli.add_command(
+    PluginCommands(name="run", action="run", help="Fine-tune → evaluate → export ONNX → report.")
+)
+cli.add_command(
+    PluginCommands(
+        name="pretrain",
+        action="pretrain",
+        help="Pretrain a backbone (self-supervised or on a source task).",
+    )
+)
+
+
+def _runtime_command(name: str, help_text: str):
+    @click.command(
+        name,
+        help=help_text,
+        context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    )
+    @click.argument("model_path", metavar="RUN_DIR|MODEL.onnx", type=click.Path(path_type=Path))
+    @predict_like_options(with_out=name == "predict")
+    @click.pass_context
+    def command(ctx: click.Context, model_path: Path, **options: Any) -> None:
+        from tl.core.registry import load_plugin
+        from tl.core.runtime import load_onnx_model
+
+        model = load_onnx_model(model_path, device=options["device"])
+        plugin = load_plugin(model.plugin)
+        extra_cmd = click.Command(
+            plugin.name, params=list(getattr(plugin, "predict_options", lambda: [])())
+        )
+        extra_ctx = extra_cmd.make_context(f"tl {name} … ({plugin.name} options)", list(ctx.args))
+        options.update(extra_ctx.params)
+        options.pop("verbose", None)
+        data = options.pop("data")
+        if name == "predict":
+            _predict(plugin, model, data, options)
+        else:
+            _evaluate(plugin, model, data, options)
+
+    return command
+
+
+def _predict(plugin: Any, model: Any, data: Path, options: dict[str, Any]) -> None:
+    from tl.core.fileio import write_text_atomic
+
+    frame = plugin.predict(model, data, options)
+    out = options.get("out")
+    if frame is None:
+        return
+    if out is None:
+        click.echo(frame.to_csv(index=False), nl=False)
+        return
+    out = Path(out)
+    if out.suffix == ".json":
+        write_text_atomic(out, frame.to_json(orient="records", indent=2))
+    elif out.suffix == ".parquet":
+        from tl.core.fileio import atomic_path
+
+        with atomic_path(out) as tmp:
+            frame.to_parquet(tmp, index=False)
+    else:
+        write_text_atomic(out, frame.to_csv(index=False))
+    click.echo(f"{len(frame)} predictions → {out}", err=True)
+    click.echo(str(out))
+
+
+def _evaluate(plugin: Any, model: Any, data: Path, options: dict[str, Any]) -> None:
+    import json
+
+    from tl.core.fileio import write_json_atomic
+
+    metrics = plugin.evaluate(model, data, options)
+    text = json.dumps(metrics, indent=2, default=str)
+    if options.get("out"):
+        write_json_atomic(Path(options["out"]), metrics)
+    click.echo(text)
+
+
+cli.add_command(_runtime_command("predict", "Batch inference with onnxruntime (no torch needed)."))
+cli.add_command(
+    _runtime_command("evaluate", "Metrics on new labelled data with onnxruntime (no torch needed).")
+)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: one-line errors with exit code 2, tracebacks only with --verbose."""
+    args = sys.argv[1:] if argv is None else argv
+    os.environ.setdefault("TL_COMMAND_LINE", " ".join(["tl", *args]))
+    try:
+        cli.main(args=args, prog_name="tl", standalone_mode=False)
+    except TLError as exc:
+        if _verbose_requested():
+            traceback.print_exc()
+        click.echo(exc.line(), err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo(
+            "error: interrupted (Ctrl-C) — rerun, or continue with --resume RUN_DIR", err=True
+        )
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(EXIT_USER_ERROR if exc.exit_code in (1, 2) else exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo(
+            "error: interrupted (Ctrl-C) — rerun, or continue with --resume RUN_DIR", err=True
+        )
+        sys.exit(130)
+    except MemoryError:
+        click.echo("error: out of memory — lower --batch-size or --image-size", err=True)
+        sys.exit(EXIT_USER_ERROR)
+    except Exception as exc:  # an unexpected bug: say so in one line unless --verbose
+        if _verbose_requested():
+            traceback.print_exc()
+        first = str(exc).splitlines()[0][:200] if str(exc) else ""
+        click.echo(
+            f"error: unexpected {type(exc).__name__}: {first} — rerun with --verbose and report it",
+            err=True,
+        )
+        sys.exit(1)
+
+
+if __name__ == "__main__":  # torchrun -m tl.cli.main
+    main()

@@ -1,0 +1,115 @@
+"""Shared click options of `tl run`, `tl pretrain`, `tl predict` and `tl evaluate`.
+
+Every run option defaults to None so that ``--config FILE.yaml`` values apply where no flag
+was given (flags win); the real defaults live in `tl.core.run.DEFAULTS`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+
+def run_options(action: str = "run") -> list[click.Option]:
+    opts = [
+        click.Option(["--data"], type=click.Path(path_type=Path), help="Dataset folder or file."),
+        click.Option(["--backbone"], help="Any timm model name (default: the plugin's)."),
+        click.Option(
+            ["--weights"],
+            help="hub | none | PATH (.safetensors/.pth, a run dir, a `tl pretrain` output). Default hub.",
+        ),
+        click.Option(["--epochs"], type=int, help="Maximum epochs (default 10)."),
+        click.Option(["--batch-size"], type=int, help="Batch size (default 32)."),
+        click.Option(["--lr"], type=float, help="Peak learning rate (default 1e-3)."),
+        click.Option(["--weight-decay"], type=float, help="AdamW weight decay (default 0.05)."),
+        click.Option(
+            ["--optimizer"], type=click.Choice(["adamw", "sgd"]), help="Optimizer (default adamw)."
+        ),
+        click.Option(["--warmup"], type=float, help="Warmup fraction of all steps (default 0.1)."),
+        click.Option(["--grad-accum"], type=int, help="Gradient accumulation steps (default 1)."),
+        click.Option(
+            ["--patience"],
+            type=int,
+            help="Early stopping patience in epochs; 0 disables (default 5).",
+        ),
+        click.Option(["--seed"], type=int, help="Random seed (default 0)."),
+        click.Option(
+            ["--device"], type=click.Choice(["auto", "cpu", "cuda"]), help="Device (default auto)."
+        ),
+        click.Option(["--num-workers"], type=int, help="DataLoader worker processes (default 0)."),
+        click.Option(["--compile/--no-compile"], default=None, help="torch.compile the model."),
+        click.Option(
+            ["--out"],
+            type=click.Path(path_type=Path),
+            help="Parent folder of run directories (default runs/).",
+        ),
+        click.Option(
+            ["--config"],
+            type=click.Path(path_type=Path),
+            help="YAML file with the same keys as the flags; flags win.",
+        ),
+        click.Option(["--verbose"], is_flag=True, help="Show tracebacks on errors."),
+    ]
+    if action == "run":
+        opts[3:3] = [
+            click.Option(
+                ["--strategy"], help="linear | partial:N | full | gradual | llrd (default full)."
+            ),
+            click.Option(
+                ["--layer-decay"], type=float, help="LR decay per stage for llrd (default 0.75)."
+            ),
+            click.Option(
+                ["--unfreeze-every"],
+                type=int,
+                help="gradual: epochs between unfreezing stages (default 1).",
+            ),
+            click.Option(["--label-smoothing"], type=float, help="Label smoothing (default 0)."),
+            click.Option(["--dropout"], type=float, help="Dropout before the head (default 0)."),
+        ]
+        opts += [
+            click.Option(
+                ["--resume"],
+                type=click.Path(path_type=Path),
+                help="Continue a killed run in RUN_DIR.",
+            ),
+            click.Option(
+                ["--compare-scratch/--no-compare-scratch"],
+                default=None,
+                help="Also train from random init and report the transfer gain.",
+            ),
+            click.Option(
+                ["--skip-bad/--no-skip-bad"],
+                default=None,
+                help="Skip (and count) corrupt items instead of failing.",
+            ),
+        ]
+    return opts
+
+
+def predict_like_options(with_out: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        fn = click.option("--verbose", is_flag=True, help="Show tracebacks on errors.")(fn)
+        fn = click.option("--batch-size", type=int, default=64, show_default=True)(fn)
+        fn = click.option(
+            "--device",
+            type=click.Choice(["auto", "cpu", "cuda"]),
+            default="auto",
+            show_default=True,
+        )(fn)
+        fn = click.option("--skip-bad", is_flag=True, help="Skip (and count) unreadable items.")(fn)
+        fn = click.option(
+            "--out",
+            type=click.Path(path_type=Path),
+            help="Output file (.csv, .json, .parquet)"
+            if with_out
+            else "Also write the metrics JSON here.",
+        )(fn)
+        fn = click.option(
+            "--data", type=click.Path(path_type=Path), required=True, help="Input data."
+        )(fn)
+        return fn
+
+    return decorate
