@@ -162,19 +162,27 @@ def create_backbone(spec: BackboneSpec, **timm_kwargs: Any) -> nn.Module:
         ) from exc
 
 
-def data_config(model: nn.Module, image_size: int | None = None) -> dict[str, Any]:
-    """timm's data config (mean, std, input size, interpolation) for ``model``."""
+def data_config(
+    model: nn.Module, image_size: int | None = None, in_chans: int | None = None
+) -> dict[str, Any]:
+    """timm's data config (mean, std, input size, interpolation) for ``model``.
+
+    The pretrained config describes the weights' source (3 channels for ImageNet); the
+    channel count of *this* model comes from ``in_chans`` or its first convolution.
+    """
     from timm.data import resolve_model_data_config
 
     config = dict(resolve_model_data_config(model))
-    in_chans = config["input_size"][0]
+    if in_chans is None:
+        first_conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+        in_chans = first_conv.in_channels if first_conv is not None else config["input_size"][0]
     mean, std = tuple(config["mean"]), tuple(config["std"])
     if len(mean) != in_chans:  # 1-channel models: average the RGB statistics
         mean = (sum(mean) / len(mean),) * in_chans
         std = (sum(std) / len(std),) * in_chans
     config["mean"], config["std"] = mean, std
-    if image_size:
-        config["input_size"] = (in_chans, image_size, image_size)
+    size = image_size or config["input_size"][-1]
+    config["input_size"] = (in_chans, size, size)
     return config
 
 

@@ -106,6 +106,9 @@ class Plugin:
     default_backbone: str = "resnet18"
     monitor: str = "loss"
     monitor_mode: str = "min"
+    #: the plugin's own defaults for shared options (e.g. ``{"dropout": 0.2}``); flags and
+    #: ``--config`` still win
+    defaults: dict[str, Any] = {}
 
     # ----------------------------------------------------------------- CLI
     def cli_options(self) -> list[click.Option]:

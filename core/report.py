@@ -93,7 +93,12 @@ def write_report(
         "",
         f"`model.onnx` ({parity.get('exporter', '?')} exporter): on {parity.get('rows', '?')} test items the max abs "
         f"difference to PyTorch is {parity.get('max_abs_diff', float('nan')):.2e} "
-        f"(tolerance {parity.get('tolerance', 0):.0e}), decision agreement {parity.get('agreement', float('nan')):.4f}.",
+        f"(tolerance {parity.get('tolerance', 0):.0e})"
+        + (
+            f", decision agreement {parity['agreement']:.4f}."
+            if parity.get("agreement") is not None
+            else "."
+        ),
         "",
         f"Predict without torch: `tl predict {run_dir} --data NEW_DATA --out predictions.csv`.",
         "",

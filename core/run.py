@@ -81,7 +81,7 @@ def train_config(options: dict[str, Any]) -> TrainConfig:
 
 def resolve_options(plugin: Plugin, options: dict[str, Any]) -> dict[str, Any]:
     """Defaults < --config file < flags; resume reuses the run's own config."""
-    resolved = dict(DEFAULTS)
+    resolved = {**DEFAULTS, **plugin.defaults}
     if options.get("resume"):
         saved = read_config(Path(options["resume"]) / "config.yaml")
         resolved.update(saved)
@@ -272,10 +272,9 @@ def run_plugin(
         **spec.metadata,
     }
     metrics_json["onnx_parity"] = export_onnx(spec, run_dir / "model.onnx", core_meta)
-    reporter.log(
-        f"ONNX parity: max abs diff {metrics_json['onnx_parity']['max_abs_diff']:.2e}, "
-        f"agreement {metrics_json['onnx_parity']['agreement']:.3f}"
-    )
+    parity = metrics_json["onnx_parity"]
+    agreement = "n/a" if parity["agreement"] is None else f"{parity['agreement']:.3f}"
+    reporter.log(f"ONNX parity: max abs diff {parity['max_abs_diff']:.2e}, agreement {agreement}")
     write_json_atomic(run_dir / "metrics.json", metrics_json)
 
     sections = plugin.report(run_dir, metrics_json, data, model)

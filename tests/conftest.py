@@ -11,18 +11,3 @@ def toy_data(tmp_path_factory):
     from toy_plugin import ToyPlugin
 
     return ToyPlugin().demo(tmp_path_factory.mktemp("toy") / "data")
-
-
-def toy_options(data, out, **overrides):
-    options = {
-        "data": str(data),
-        "weights": "none",
-        "epochs": 4,
-        "batch_size": 24,
-        "lr": 2e-3,
-        "out": str(out),
-        "seed": 0,
-        "device": "cpu",
-    }
-    options.update(overrides)
-    return options

@@ -11,10 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import toy_options
 from tl.core import ConfigError, WeightsError
 from tl.core.run import run_plugin
-from toy_plugin import ToyPlugin
+from toy_plugin import ToyPlugin, toy_options
 
 REQUIRED_FILES = [
     "config.yaml",
@@ -102,8 +101,7 @@ def test_run_directories_are_never_reused(toy_data, tmp_path):
 KILL_SCRIPT = """
 import sys
 sys.path.insert(0, {tests!r})
-from toy_plugin import ToyPlugin
-from conftest import toy_options
+from toy_plugin import ToyPlugin, toy_options
 from tl.core.run import run_plugin
 run_plugin(ToyPlugin(), toy_options({data!r}, {out!r}, epochs=5, patience=0))
 """

@@ -111,3 +111,18 @@ class ToyPlugin(Plugin):
         return pd.DataFrame(
             {"item": range(len(images)), "predicted": [LABELS[i] for i in probs.argmax(1)]}
         )
+
+
+def toy_options(data, out, **overrides):
+    options = {
+        "data": str(data),
+        "weights": "none",
+        "epochs": 4,
+        "batch_size": 24,
+        "lr": 2e-3,
+        "out": str(out),
+        "seed": 0,
+        "device": "cpu",
+    }
+    options.update(overrides)
+    return options

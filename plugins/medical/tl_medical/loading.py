@@ -115,12 +115,12 @@ def load_dataset(path: Path, options: dict[str, Any]) -> MedicalData:
     images = np.stack([to_model_input(p, size, in_chans) for p in decoded])
     labels = list(index.labels)
     multilabel = bool(index.multilabel)
-    targets = _targets(frame["labels"], labels, multilabel)
+    targets = _targets(list(frame["labels"]), labels, multilabel)
 
     splits: dict[str, Any] = {}
     items: dict[str, list[str]] = {}
     for split in SPLITS:
-        mask = (frame["split"] == split).to_numpy()
+        mask = (frame["split"] == split).to_numpy().copy()
         if not mask.any():
             raise DataError(
                 f"the {split} split is empty", path, "add data (at least a few items per class)"
@@ -155,7 +155,11 @@ def load_dataset(path: Path, options: dict[str, Any]) -> MedicalData:
         if frame["patient"].notna().any()
         else "stratified by class",
         "per_split_class_counts": {
-            split: _class_counts(targets[(frame["split"] == split).to_numpy()], labels, multilabel)
+            split: _class_counts(
+                targets[torch.from_numpy((frame["split"] == split).to_numpy().copy())],
+                labels,
+                multilabel,
+            )
             for split in SPLITS
         },
         "skipped": len(skipped),

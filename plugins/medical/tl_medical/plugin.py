@@ -89,7 +89,7 @@ class MedicalPlugin(Plugin):
         from tl.core.backbones import data_config
 
         backbone = create_backbone(spec, num_classes=0, in_chans=data.in_chans)
-        config = data_config(backbone, data.image_size)
+        config = data_config(backbone, data.image_size, data.in_chans)
         model = ClassifierModel(
             backbone,
             len(data.labels),
