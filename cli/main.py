@@ -14,6 +14,8 @@ from tl.core.errors import EXIT_USER_ERROR
 
 from .options import predict_like_options, run_options
 
+_ARGV: list[str] = []  # this invocation's arguments, for `tl run --devices N` → torchrun
+
 
 def _verbose_requested() -> bool:
     return "--verbose" in sys.argv[1:] or os.environ.get("TL_VERBOSE") == "1"
@@ -52,10 +54,16 @@ def _plugin_command(plugin: Any, action: str) -> click.Command:
         from tl.core.run import pretrain_plugin, run_plugin
 
         options.pop("verbose", None)
+        devices = options.pop("devices", None)
+        if devices and devices > 1 and "WORLD_SIZE" not in os.environ:
+            from tl.core.distributed import launch, strip_devices
+
+            sys.exit(launch(devices, strip_devices(_ARGV)))
         reporter = ProgressReporter()
         fn = run_plugin if action == "run" else pretrain_plugin
         run_dir = fn(plugin, options, reporter)
-        click.echo(str(run_dir))
+        if os.environ.get("RANK", "0") == "0":
+            click.echo(str(run_dir))
 
     help_text = f"{'Fine-tune, evaluate, export' if action == 'run' else 'Pretrain a backbone'}: {plugin.description}"
     return click.Command(
@@ -189,6 +197,7 @@ cli.add_command(
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: one-line errors with exit code 2, tracebacks only with --verbose."""
     args = sys.argv[1:] if argv is None else argv
+    _ARGV[:] = list(args)
     os.environ.setdefault("TL_COMMAND_LINE", " ".join(["tl", *args]))
     try:
         cli.main(args=args, prog_name="tl", standalone_mode=False)

@@ -85,6 +85,17 @@ def run_options(action: str = "run") -> list[click.Option]:
                 default=None,
                 help="Skip (and count) corrupt items instead of failing.",
             ),
+            click.Option(
+                ["--cache-features"],
+                type=click.Choice(["auto", "on", "off"]),
+                help="Train a frozen backbone's head on features computed once "
+                "(no augmentation); auto = when the backbone is fully frozen (default auto).",
+            ),
+            click.Option(
+                ["--devices"],
+                type=int,
+                help="Train on N local GPUs (or N CPU processes) with DDP; launches torchrun.",
+            ),
         ]
     return opts
 

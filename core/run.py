@@ -11,6 +11,7 @@ from typing import Any
 
 import pandas as pd
 
+from . import distributed as dist
 from .backbones import BackboneSpec, load_tl_weights
 from .errors import ConfigError, TLError
 from .export import export_onnx
@@ -45,6 +46,7 @@ DEFAULTS: dict[str, Any] = {
     "unfreeze_every": 1,
     "num_workers": 0,
     "compile": False,
+    "cache_features": "auto",
     "compare_scratch": False,
     "skip_bad": False,
 }
@@ -185,17 +187,23 @@ def run_plugin(
     """The whole `tl run`; returns the run directory."""
     resume_dir = options.get("resume")
     options = resolve_options(plugin, options)
+    owns_group = not dist.is_distributed() and dist.setup(str(options.get("device") or "auto"))
     if resume_dir:
         run_dir = Path(resume_dir)
         if not (run_dir / "config.yaml").exists():
             raise ConfigError(
                 "not a tl run directory", run_dir, "pass the folder printed by `tl run`"
             )
-    else:
+    elif dist.is_main():
         run_dir = make_run_dir(Path(options["out"]), plugin.name)
         write_config(run_dir, options)
+    run_dir = Path(dist.broadcast(str(run_dir) if dist.is_main() else None))
+    if not dist.is_main():  # rank 0 logs and writes; the other ranks only train
+        return _train_only(plugin, options, run_dir, bool(resume_dir), owns_group)
     reporter = reporter or ProgressReporter()
     reporter.log_file = run_dir / "log.txt"
+    if dist.is_distributed():
+        reporter.log(f"distributed: {dist.world_size()} processes")
     reporter.log(f"run directory {run_dir}")
     started = time.time()
 
@@ -299,6 +307,23 @@ def run_plugin(
         },
     )
     reporter.log(_summary_line(plugin, metrics_json))
+    if owns_group:
+        dist.cleanup()
+    return run_dir
+
+
+def _train_only(
+    plugin: Plugin, options: dict[str, Any], run_dir: Path, resume: bool, owns_group: bool
+) -> Path:
+    """A non-zero rank's part of `run_plugin`: the same training steps, nothing written."""
+    seed_everything(int(options["seed"]))
+    data = plugin.load(Path(options["data"]), options)
+    quiet = ProgressReporter(enabled=False)
+    train_one(plugin, data, options, run_dir, quiet, options["weights"], resume, False)
+    if options.get("compare_scratch"):
+        train_one(plugin, data, options, run_dir / "scratch", quiet, "none", resume, False)
+    if owns_group:
+        dist.cleanup()
     return run_dir
 
 

@@ -14,18 +14,22 @@ ends (bit for bit on CPU).
 from __future__ import annotations
 
 import math
+import random
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
+from . import distributed as dist
 from .checkpoints import CheckpointStore
 from .errors import ConfigError, DataError
+from .feature_cache import FeatureCache, HeadOnly, collate_batch, parse_mode, wants_cache
 from .progress import ProgressReporter
 from .seeding import seed_everything
 from .strategies import StrategyPlan, parameter_counts
@@ -51,6 +55,7 @@ class TrainConfig:
     compile: bool = False
     precise_bn_below_steps: int = 500
     precise_bn_batches: int = 50
+    cache_features: str = "auto"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -149,8 +154,12 @@ class Trainer:
         self.reporter = reporter or ProgressReporter()
         self.weights_meta = weights_meta or dict
         self.store = CheckpointStore(self.run_dir)
-        self.device = resolve_device(config.device)
-        self.tensorboard = tensorboard
+        self.device = dist.device_for(resolve_device(config.device))
+        self.tensorboard = tensorboard and dist.is_main()
+        if not dist.is_main():
+            self.reporter = ProgressReporter(enabled=False)
+        self._loaders: dict[Any, tuple[Any, DataLoader]] = {}
+        self._wrapped: tuple[Any, nn.Module] | None = None
         cuda = self.device.type == "cuda"
         self.amp_dtype = None
         if cuda and config.amp:
@@ -160,20 +169,51 @@ class Trainer:
             torch.backends.cudnn.benchmark = True
 
     # ----------------------------------------------------------------- loaders
-    def loader(self, dataset: Any, collate: Any, shuffle: bool, epoch: int = 0) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.config.seed * 1000 + epoch)
-        workers = self.config.num_workers
-        return DataLoader(
-            dataset,
-            batch_size=self.config.batch_size,
-            shuffle=shuffle,
-            collate_fn=collate,
-            num_workers=workers,
-            pin_memory=self.device.type == "cuda",
-            persistent_workers=False,
-            generator=generator,
-            drop_last=False,
-        )
+    def loader(
+        self,
+        dataset: Any,
+        collate: Any,
+        shuffle: bool,
+        epoch: int = 0,
+        distributed: bool = False,
+        keep: bool = True,
+    ) -> DataLoader:
+        """A loader whose order depends only on ``(seed, epoch)``; kept across epochs so
+        that worker processes persist. ``distributed``: this rank's share of every global
+        batch (`DistributedSampler`, same permutation as a single process). ``keep=False``
+        for a one-off pass: no persistent workers, not remembered."""
+        distributed = distributed and dist.is_distributed()
+        key = (id(dataset), id(collate), shuffle, distributed)
+        cached = self._loaders.get(key)
+        if cached is None or cached[0] is not dataset:
+            batch_size = self.config.batch_size
+            if distributed:
+                batch_size = dist.local_batch_size(batch_size)
+            sampler = EpochBatchSampler(
+                dataset, batch_size, shuffle, self.config.seed * 1000, distributed
+            )
+            workers = 0 if collate is collate_batch else self.config.num_workers
+            loader = DataLoader(
+                _BatchSeeded(dataset),
+                batch_sampler=sampler,
+                collate_fn=collate,
+                num_workers=workers,
+                pin_memory=self.device.type == "cuda",
+                persistent_workers=workers > 0 and keep,
+            )
+            cached = (dataset, loader)
+            if keep:
+                self._loaders[key] = cached
+        cached[1].batch_sampler.set_epoch(epoch)
+        return cached[1]
+
+    def to_device(self, batch: Any) -> Any:
+        """``batch`` on the device (non-blocking from pinned memory); on CUDA image batches
+        go channels_last like the model."""
+        batch = to_device(batch, self.device)
+        if self.device.type == "cuda" and self.config.channels_last:
+            batch = _channels_last(batch)
+        return batch
 
     def _autocast(self) -> Any:
         return torch.autocast(
@@ -202,7 +242,8 @@ class Trainer:
         if len(train) == 0:
             raise DataError("the training split is empty", "train", "add data or change the split")
         model = self.prepare(model)
-        step_model = torch.compile(model) if cfg.compile else model
+        cache_mode = parse_mode(cfg.cache_features)
+        cache = FeatureCache(self.run_dir)
         optimizer = build_optimizer(cfg, plan.param_groups)
         steps_per_epoch = math.ceil(math.ceil(len(train) / cfg.batch_size) / cfg.grad_accum)
         total = max(1, steps_per_epoch * cfg.epochs)
@@ -226,12 +267,31 @@ class Trainer:
                         f"epoch {epoch + 1}: {trainable:,} of {total_params:,} parameters trainable"
                     )
                 t0 = time.time()
+                epoch_model, epoch_train, epoch_val, epoch_collate = model, train, val, collate
+                if not cache.failed and wants_cache(cache_mode, model):
+                    if not cache.splits and cache.build(self, model, train, val, collate):
+                        self.reporter.log(
+                            f"cached backbone features of {len(train)} train and {len(val)} val "
+                            f"items in {time.time() - t0:.1f}s"
+                        )
+                        seed_everything(cfg.seed * 1000 + epoch)
+                    if cache.splits:
+                        epoch_model, epoch_collate = HeadOnly(model), collate_batch
+                        epoch_train, epoch_val = cache.splits["train"], cache.splits["val"]
+                elif cache.splits:
+                    cache.close()
+                step_model = self._step_model(epoch_model)
                 train_loss = self._train_epoch(
-                    step_model, model, plan, optimizer, scheduler, train, collate, epoch
+                    step_model, model, plan, optimizer, scheduler, epoch_train, epoch_collate, epoch
                 )
                 if (epoch + 1) * steps_per_epoch < cfg.precise_bn_below_steps:
                     self._precise_bn(model, plan, train, collate, epoch)
-                val_metrics = self.validate(step_model, val, collate)
+                dist.sync_buffers(model)
+                eval_model = torch.compile(epoch_model) if cfg.compile else epoch_model
+                val_metrics = None
+                if dist.is_main():
+                    val_metrics = self.validate(eval_model, epoch_val, epoch_collate)
+                val_metrics = dist.broadcast(val_metrics)
                 row = {
                     "epoch": epoch + 1,
                     "train_loss": train_loss,
@@ -252,19 +312,20 @@ class Trainer:
                 result.seconds = time.time() - started
                 self._log_epoch(row, writer, improved)
                 progress = self._progress(epoch + 1, bad_epochs, result)
-                if improved:
+                if improved and dist.is_main():
                     self.store.save("best", model, self._meta(epoch + 1), progress)
-                self.store.save(
-                    "last",
-                    model,
-                    self._meta(epoch + 1),
-                    progress,
-                    {
-                        "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(),
-                        "scaler": self.scaler.state_dict(),
-                    },
-                )
+                if dist.is_main():
+                    self.store.save(
+                        "last",
+                        model,
+                        self._meta(epoch + 1),
+                        progress,
+                        {
+                            "optimizer": optimizer.state_dict(),
+                            "scheduler": scheduler.state_dict(),
+                            "scaler": self.scaler.state_dict(),
+                        },
+                    )
                 if result.stopped_early:
                     self.reporter.log(
                         f"early stop: no improvement of {self.task.monitor} for {bad_epochs} epochs"
@@ -272,7 +333,10 @@ class Trainer:
         finally:
             if writer is not None:
                 writer.close()
+            cache.close()
+            self._wrapped = None
         result.seconds = time.time() - started
+        dist.barrier()
         if self.store.exists("best"):
             self.store.load_model("best", model)
         return result
@@ -282,14 +346,14 @@ class Trainer:
     ) -> float:
         cfg = self.config
         plan.train_mode(model)
-        loader = self.loader(train, collate, shuffle=True, epoch=epoch)
+        loader = self.loader(train, collate, shuffle=True, epoch=epoch, distributed=True)
         total = torch.zeros((), device=self.device)
         count = 0
         optimizer.zero_grad(set_to_none=True)
         n_batches = len(loader)
         with self.reporter.bar(n_batches, f"epoch {epoch + 1}/{cfg.epochs}") as bar:
             for index, batch in enumerate(loader):
-                batch = to_device(batch, self.device)
+                batch = self.to_device(batch)
                 with self._autocast():
                     loss = self.task.training_step(step_model, batch)
                 if not torch.isfinite(loss):
@@ -311,7 +375,27 @@ class Trainer:
                 total += loss.detach()
                 count += 1
                 bar.update(1)
-        return float(total.item() / max(1, count))
+        return float(dist.all_reduce_mean(total / max(1, count)).item())
+
+    def _step_model(self, module: nn.Module) -> nn.Module:
+        """``module`` as trained this epoch: DDP-wrapped under torchrun, compiled with
+        ``--compile``; rebuilt only when the module or its trainable set changes."""
+        key = (id(module), tuple(p.requires_grad for p in module.parameters()))
+        if self._wrapped is not None and self._wrapped[0] == key:
+            return self._wrapped[1]
+        wrapped = module
+        if dist.is_distributed() and any(p.requires_grad for p in module.parameters()):
+            from torch.nn.parallel import DistributedDataParallel
+
+            wrapped = DistributedDataParallel(
+                module,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                broadcast_buffers=False,
+            )
+        if self.config.compile:
+            wrapped = torch.compile(wrapped)
+        self._wrapped = (key, wrapped)
+        return wrapped
 
     def _precise_bn(self, model, plan, train, collate, epoch) -> None:
         """Recompute BatchNorm running statistics of the trainable BN layers as a true
@@ -341,7 +425,7 @@ class Trainer:
             for index, batch in enumerate(loader):
                 if index >= self.config.precise_bn_batches:
                     break
-                self.task.training_step(model, to_device(batch, self.device))
+                self.task.training_step(model, self.to_device(batch))
         for m, momentum in zip(norms, momenta, strict=True):
             m.momentum = momentum
 
@@ -352,7 +436,7 @@ class Trainer:
         outputs = []
         with torch.inference_mode(), self._autocast():
             for batch in self.loader(dataset, collate, shuffle=False):
-                outputs.append(to_cpu(self.task.predict_step(model, to_device(batch, self.device))))
+                outputs.append(to_cpu(self.task.predict_step(model, self.to_device(batch))))
         return outputs
 
     def validate(self, model: nn.Module, dataset: Any, collate: Any = None) -> dict[str, Any]:
@@ -420,6 +504,86 @@ class Trainer:
                         key.replace("val_", "val/").replace("train_", "train/"), value, row["epoch"]
                     )
             writer.flush()
+
+
+class EpochBatchSampler(Sampler[list[int]]):
+    """Batches of indices in an order fixed by ``seed + epoch`` (``set_epoch``).
+
+    Shuffled order is ``torch.randperm(n)`` from a generator seeded with ``seed + epoch`` —
+    exactly `DistributedSampler`'s permutation, which supplies the order under DDP: rank r
+    gets items r, r+W, … of each global batch, so W ranks with ``batch_size / W`` see the
+    same global batches as one process with ``batch_size``.
+    """
+
+    def __init__(
+        self, dataset: Any, batch_size: int, shuffle: bool, seed: int, distributed: bool
+    ) -> None:
+        self.n, self.batch_size, self.shuffle, self.seed = len(dataset), batch_size, shuffle, seed
+        self.epoch = 0
+        self.sampler = (
+            DistributedSampler(dataset, shuffle=shuffle, seed=seed, drop_last=False)
+            if distributed
+            else None
+        )
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        if self.sampler is not None:
+            self.sampler.set_epoch(epoch)
+
+    def _order(self) -> list[int]:
+        if self.sampler is not None:
+            return list(self.sampler)
+        if not self.shuffle:
+            return list(range(self.n))
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return torch.randperm(self.n, generator=generator).tolist()
+
+    def __iter__(self):
+        order = self._order()
+        for number, start in enumerate(range(0, len(order), self.batch_size)):
+            batch_seed = (self.seed + self.epoch) * 100_003 + number
+            yield [(batch_seed, i) for i in order[start : start + self.batch_size]]
+
+    def __len__(self) -> int:
+        n = len(self.sampler) if self.sampler is not None else self.n
+        return math.ceil(n / self.batch_size)
+
+
+class _BatchSeeded(torch.utils.data.Dataset):
+    """Takes the sampler's ``(batch_seed, index)`` keys. In a worker process it reseeds the
+    RNGs from the batch's seed before fetching, so augmentation in persistent workers depends
+    on (seed, epoch, batch) only, not on worker history; in the main process the per-epoch
+    ``seed_everything`` already fixes it."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: Any) -> Any:
+        return self.dataset[key[1] if isinstance(key, tuple) else key]
+
+    def __getitems__(self, keys: list[Any]) -> Any:
+        if torch.utils.data.get_worker_info() is not None:
+            seed = keys[0][0]
+            random.seed(seed)
+            np.random.seed(seed % (2**32))
+            torch.manual_seed(seed)
+        indices = [k[1] for k in keys]
+        many = getattr(self.dataset, "__getitems__", None)
+        return many(indices) if many else [self.dataset[i] for i in indices]
+
+
+def _channels_last(batch: Any) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.contiguous(memory_format=torch.channels_last) if batch.ndim == 4 else batch
+    if isinstance(batch, dict):
+        return {k: _channels_last(v) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)) and not hasattr(batch, "_fields"):
+        return type(batch)(_channels_last(v) for v in batch)
+    return batch
 
 
 def _is_scalar(value: Any) -> bool:
