@@ -56,7 +56,9 @@ def run_options(action: str = "run") -> list[click.Option]:
     if action == "run":
         opts[3:3] = [
             click.Option(
-                ["--strategy"], help="linear | partial:N | full | gradual | llrd (default full)."
+                ["--strategy"],
+                help="linear | partial:N | full | gradual | llrd | lora | prompt | prototypes "
+                "(default full).",
             ),
             click.Option(
                 ["--layer-decay"], type=float, help="LR decay per stage for llrd (default 0.75)."
@@ -68,6 +70,26 @@ def run_options(action: str = "run") -> list[click.Option]:
             ),
             click.Option(["--label-smoothing"], type=float, help="Label smoothing (default 0)."),
             click.Option(["--dropout"], type=float, help="Dropout before the head (default 0)."),
+            click.Option(["--lora-rank"], type=int, help="lora: adapter rank (default 8)."),
+            click.Option(["--lora-alpha"], type=float, help="lora: scaling alpha (default 16)."),
+            click.Option(
+                ["--lora-targets"],
+                help="lora: comma list of module-name suffixes/regexes (default: ViT "
+                "qkv,attn.proj,fc1,fc2; other backbones every conv/linear layer).",
+            ),
+            click.Option(
+                ["--prompt-tokens"], type=int, help="prompt: prompt tokens per layer (default 10)."
+            ),
+            click.Option(
+                ["--prompt-depth"],
+                type=click.Choice(["shallow", "deep"]),
+                help="prompt: at the input only, or new prompts at every block (default shallow).",
+            ),
+            click.Option(
+                ["--shots"],
+                type=int,
+                help="prototypes: training images per class (default: all).",
+            ),
         ]
         opts += [
             click.Option(

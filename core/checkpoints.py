@@ -10,6 +10,7 @@ checkpoint is complete exactly when its JSON names its epoch.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,8 @@ from .backbones import TL_WEIGHTS_KEY
 from .errors import DataError
 from .fileio import atomic_path, write_json_atomic
 
+LoadFn = Callable[[nn.Module, dict[str, torch.Tensor]], tuple[list[str], list[str]]]
+
 
 def state_dict_for_saving(model: nn.Module) -> dict[str, torch.Tensor]:
     """Contiguous CPU copies; tied tensors are saved once per name (safetensors needs that)."""
@@ -28,10 +31,16 @@ def state_dict_for_saving(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
 
 
-def save_weights(model: nn.Module, path: Path, meta: dict[str, Any]) -> Path:
+def save_weights(
+    model: nn.Module,
+    path: Path,
+    meta: dict[str, Any],
+    state: dict[str, torch.Tensor] | None = None,
+) -> Path:
+    """``state`` (default: the model's state dict) with tl's metadata, atomically."""
     with atomic_path(path) as tmp:
         save_file(
-            state_dict_for_saving(model),
+            state if state is not None else state_dict_for_saving(model),
             str(tmp),
             metadata={TL_WEIGHTS_KEY: json.dumps(meta, default=str)},
         )
@@ -46,7 +55,10 @@ def save_backbone(model: nn.Module, path: Path, meta: dict[str, Any]) -> Path:
     return path
 
 
-def load_weights_into(model: nn.Module, path: Path) -> None:
+def load_weights_into(model: nn.Module, path: Path, load: LoadFn | None = None) -> None:
+    """Load a checkpoint; every tensor must fit. ``load(model, state)`` → (missing, unexpected)
+    replaces ``load_state_dict`` for strategies whose checkpoints are not the model's own
+    state dict (`tl.core.strategies.StrategyPlan.load_checkpoint_state`)."""
     try:
         state = load_file(str(path))
     except Exception as exc:
@@ -54,7 +66,10 @@ def load_weights_into(model: nn.Module, path: Path) -> None:
             "the checkpoint is corrupt or unreadable", path, "resume from another run or start anew"
         ) from exc
     target = getattr(model, "module", model)
-    missing, unexpected = target.load_state_dict(state, strict=False)
+    if load is None:
+        missing, unexpected = target.load_state_dict(state, strict=False)
+    else:
+        missing, unexpected = load(target, state)
     if missing or unexpected:
         raise DataError(
             f"the checkpoint does not fit the model ({len(missing)} missing, {len(unexpected)} unexpected tensors)",
@@ -77,12 +92,13 @@ class CheckpointStore:
         meta: dict[str, Any],
         progress: dict[str, Any],
         training_state: dict[str, Any] | None = None,
+        state: dict[str, torch.Tensor] | None = None,
     ) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         if training_state is not None:
             with atomic_path(self.path(tag, ".state.pt")) as tmp:
                 torch.save(training_state, tmp)
-        save_weights(model, self.path(tag, ".safetensors"), meta)
+        save_weights(model, self.path(tag, ".safetensors"), meta, state)
         write_json_atomic(self.path(tag, ".json"), progress)
 
     def exists(self, tag: str) -> bool:
@@ -109,5 +125,5 @@ class CheckpointStore:
                 "the training state is corrupt or not a tl checkpoint", path, "start a new run"
             ) from exc
 
-    def load_model(self, tag: str, model: nn.Module) -> None:
-        load_weights_into(model, self.path(tag, ".safetensors"))
+    def load_model(self, tag: str, model: nn.Module, load: LoadFn | None = None) -> None:
+        load_weights_into(model, self.path(tag, ".safetensors"), load)

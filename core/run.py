@@ -21,7 +21,7 @@ from .progress import ProgressReporter
 from .report import write_report
 from .rundir import data_fingerprint, make_run_dir, read_config, write_config, write_manifest
 from .seeding import seed_everything
-from .strategies import build_plan, parameter_counts
+from .strategies import build_plan, parameter_counts, parse_strategy
 from .trainer import FitResult, TrainConfig, Trainer
 
 DEFAULTS: dict[str, Any] = {
@@ -44,6 +44,12 @@ DEFAULTS: dict[str, Any] = {
     "dropout": 0.0,
     "layer_decay": 0.75,
     "unfreeze_every": 1,
+    "lora_rank": 8,
+    "lora_alpha": 16.0,
+    "lora_targets": None,
+    "prompt_tokens": 10,
+    "prompt_depth": "shallow",
+    "shots": None,
     "num_workers": 0,
     "compile": False,
     "cache_features": "auto",
@@ -135,21 +141,25 @@ def train_one(
 ) -> tuple[Any, FitResult, dict[str, Any], Trainer]:
     seed_everything(int(options["seed"]))
     model, loaded = build_and_load(plugin, data, options, weights)
-    plan = build_plan(
-        model,
-        options["strategy"],
-        lr=float(options["lr"]),
-        weight_decay=float(options["weight_decay"]),
-        layer_decay=float(options["layer_decay"]),
-        unfreeze_every=int(options["unfreeze_every"]),
-    )
+    # prototypes: no optimizer, no plan — the head is computed, not trained
+    plan = None
+    if parse_strategy(options["strategy"])[0] != "prototypes":
+        plan = build_plan(
+            model,
+            options["strategy"],
+            lr=float(options["lr"]),
+            weight_decay=float(options["weight_decay"]),
+            layer_decay=float(options["layer_decay"]),
+            unfreeze_every=int(options["unfreeze_every"]),
+            options=options,
+        )
     trainable, total = parameter_counts(model)
     info = {
         **loaded,
         "strategy": options["strategy"],
-        "trainable_params": trainable,
+        "trainable_params": trainable if plan is not None else 0,
         "total_params": total,
-        "stages": plan.n_stages,
+        "stages": plan.n_stages if plan is not None else 0,
     }
     trainer = Trainer(
         train_config(options),
@@ -164,7 +174,15 @@ def train_one(
         },
         tensorboard=tensorboard,
     )
+    if plan is None:
+        from .prototypes import fit_prototypes
+
+        result = fit_prototypes(
+            model, data, trainer, plugin.split_batch, options.get("shots"), int(options["seed"])
+        )
+        return model, result, info, trainer
     result = trainer.fit(model, plan, data.train, data.val, data.collate, resume=resume)
+    plan.finish(model)  # lora: merge the adapters before evaluation and export
     return model, result, info, trainer
 
 

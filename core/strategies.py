@@ -4,6 +4,11 @@ Every strategy works on a model with ``.backbone`` and ``.head``. The backbone i
 ordered *stages* with timm's ``group_matcher(coarse=True)`` when it has one (stem, stage 1,
 …), otherwise by its top-level children. Everything outside ``.backbone`` counts as head.
 
+``lora`` (`tl.core.lora`) and ``prompt`` (`tl.core.prompt_tuning`) wrap the frozen backbone
+and train only what they add plus the head; their plans also decide what a checkpoint holds
+(`StrategyPlan.checkpoint_state`). ``prototypes`` (`tl.core.prototypes`) trains nothing and
+has no plan: `tl.core.run` builds its head directly.
+
 The optimizer always receives *all* parameters, grouped by stage; frozen ones simply have
 ``requires_grad=False`` (no gradient → AdamW/SGD skip them). Gradual unfreezing therefore
 only flips flags: param groups and the LR schedule stay the same objects for the whole run.
@@ -15,11 +20,13 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch import nn
 
+from .checkpoints import state_dict_for_saving
 from .errors import ConfigError
 
-STRATEGIES = ("linear", "partial:N", "full", "gradual", "llrd")
+STRATEGIES = ("linear", "partial:N", "full", "gradual", "llrd", "lora", "prompt", "prototypes")
 
 
 @dataclass
@@ -55,6 +62,22 @@ class StrategyPlan:
                 param.requires_grad_(want)
                 changed = True
         return changed
+
+    def checkpoint_state(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """The tensors that best/last checkpoints hold: by default the model's state dict.
+        Strategies that wrap the backbone store the plain model's names instead, so that
+        ``--weights RUN_DIR`` loads into any model of the same architecture."""
+        return state_dict_for_saving(model)
+
+    def load_checkpoint_state(
+        self, model: nn.Module, state: dict[str, torch.Tensor]
+    ) -> tuple[list[str], list[str]]:
+        """Inverse of `checkpoint_state` (best-epoch reload, ``--resume``): (missing, unexpected)."""
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        return list(missing), list(unexpected)
+
+    def finish(self, model: nn.Module) -> None:
+        """After training, before evaluation and export (lora merges its adapters here)."""
 
     def train_mode(self, model: nn.Module) -> None:
         """``model.train()``, but fully frozen backbone parts stay in eval mode
@@ -102,14 +125,8 @@ def parse_strategy(text: str) -> tuple[str, int | None]:
     match = re.fullmatch(r"partial:(\d+)", text)
     if match:
         return "partial", int(match.group(1))
-    if text in ("linear", "full", "gradual", "llrd"):
+    if text in ("linear", "full", "gradual", "llrd", "lora", "prompt", "prototypes"):
         return text, None
-    if text in ("lora", "prompt", "prototypes"):
-        raise ConfigError(
-            f"strategy '{text}' is not available in this version of tl",
-            "--strategy",
-            "use one of linear, partial:N, full, gradual, llrd",
-        )
     raise ConfigError(
         f"unknown strategy '{text}'", "--strategy", f"use one of {', '.join(STRATEGIES)}"
     )
@@ -127,13 +144,32 @@ def build_plan(
     layer_decay: float = 0.75,
     unfreeze_every: int = 1,
     backbone_lr_scale: float = 1.0,
+    options: dict[str, Any] | None = None,
 ) -> StrategyPlan:
-    """Decide trainable stages and build optimizer param groups for ``strategy``."""
+    """Decide trainable stages and build optimizer param groups for ``strategy``.
+
+    ``options`` (the run's resolved options) carry the lora/prompt settings; those two
+    strategies modify ``model.backbone`` in place.
+    """
     if not hasattr(model, "backbone") or not hasattr(model, "head"):
         raise ConfigError(
             "the plugin's model has no .backbone/.head", type(model).__name__, "fix the plugin"
         )
     kind, n = parse_strategy(strategy)
+    if kind == "lora":
+        from .lora import build_lora_plan
+
+        return build_lora_plan(model, lr, weight_decay, options or {})
+    if kind == "prompt":
+        from .prompt_tuning import build_prompt_plan
+
+        return build_prompt_plan(model, lr, weight_decay, options or {})
+    if kind == "prototypes":
+        raise ConfigError(
+            "strategy 'prototypes' trains no parameters and has no optimizer plan",
+            "--strategy prototypes",
+            "use tl.core.prototypes.fit_prototypes (tl run does)",
+        )
     stages = backbone_stages(model)
     in_backbone = {name for stage in stages for name in stage}
     named = dict(model.named_parameters())

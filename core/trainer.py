@@ -252,7 +252,7 @@ class Trainer:
         result = FitResult()
         start_epoch, bad_epochs = 0, 0
         if resume and self.store.exists("last"):
-            start_epoch, bad_epochs, result = self._restore(model, optimizer, scheduler)
+            start_epoch, bad_epochs, result = self._restore(model, plan, optimizer, scheduler)
             self.reporter.log(f"resumed after epoch {start_epoch} (best epoch {result.best_epoch})")
         writer = self._writer()
         started = time.time() - result.seconds
@@ -312,8 +312,10 @@ class Trainer:
                 result.seconds = time.time() - started
                 self._log_epoch(row, writer, improved)
                 progress = self._progress(epoch + 1, bad_epochs, result)
+                # what a checkpoint holds is the strategy's choice (lora: merged weights)
+                state = plan.checkpoint_state(model) if dist.is_main() else None
                 if improved and dist.is_main():
-                    self.store.save("best", model, self._meta(epoch + 1), progress)
+                    self.store.save("best", model, self._meta(epoch + 1), progress, state=state)
                 if dist.is_main():
                     self.store.save(
                         "last",
@@ -325,6 +327,7 @@ class Trainer:
                             "scheduler": scheduler.state_dict(),
                             "scaler": self.scaler.state_dict(),
                         },
+                        state=state,
                     )
                 if result.stopped_early:
                     self.reporter.log(
@@ -338,7 +341,7 @@ class Trainer:
         result.seconds = time.time() - started
         dist.barrier()
         if self.store.exists("best"):
-            self.store.load_model("best", model)
+            self.store.load_model("best", model, plan.load_checkpoint_state)
         return result
 
     def _train_epoch(
@@ -464,9 +467,9 @@ class Trainer:
             "history": result.history,
         }
 
-    def _restore(self, model, optimizer, scheduler) -> tuple[int, int, FitResult]:
+    def _restore(self, model, plan, optimizer, scheduler) -> tuple[int, int, FitResult]:
         progress = self.store.progress("last")
-        self.store.load_model("last", model)
+        self.store.load_model("last", model, plan.load_checkpoint_state)
         state = self.store.training_state("last")
         if state is not None:
             optimizer.load_state_dict(state["optimizer"])

@@ -73,7 +73,9 @@ class ToyPlugin(Plugin):
         )
 
     def build_model(self, spec: Any, data: TLData, options: dict[str, Any]) -> nn.Module:
-        backbone = create_backbone(spec, num_classes=0, in_chans=1)
+        # ViTs are built for the toy image size (timm resizes the position embedding)
+        sized = {"img_size": SIZE} if spec.name.startswith(("vit_", "deit_")) else {}
+        backbone = create_backbone(spec, num_classes=0, in_chans=1, **sized)
         return ClassifierModel(backbone, len(LABELS), mean=(0.5,), std=(0.25,))
 
     def loss(self, outputs: Any, targets: Any) -> Any:

@@ -1,0 +1,156 @@
+"""``--strategy prototypes``: few-shot classification without gradient training.
+
+Each class's prototype is the mean of the L2-normalised frozen backbone features of its
+training images (all of them, or ``--shots K`` per class drawn with the run's seed). The
+head scores an image by cosine similarity to every prototype times a scale fitted on the
+validation split (temperature scaling of ``10 · cos``), so softmax gives calibrated
+probabilities. The head is a plain module replacing ``model.head``: the standard export
+and ONNX parity check apply unchanged.
+
+Works for single-label classification models whose forward is ``head(features(x))`` (any
+model with ``.backbone``/``.head`` such as `tl.core.models.ClassifierModel`); multi-label
+data has no single class per image to average, so it is refused.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .errors import ConfigError, DataError
+
+BASE_SCALE = 10.0
+
+
+class PrototypeHead(nn.Module):
+    """``logits = scale · cos(features, prototypes)``."""
+
+    def __init__(self, prototypes: torch.Tensor, scale: float = BASE_SCALE) -> None:
+        super().__init__()
+        self.register_buffer("prototypes", F.normalize(prototypes.float(), dim=1))
+        self.register_buffer("scale", torch.tensor(float(scale)))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return F.normalize(features.float(), dim=-1) @ self.prototypes.t() * self.scale
+
+
+def _check_single_label(data: Any) -> None:
+    if getattr(data, "multilabel", False) or getattr(data, "task", "") == "multilabel":
+        raise ConfigError(
+            "--strategy prototypes needs one class per image; this data is multi-label",
+            "--strategy prototypes",
+            "use --strategy linear (a frozen backbone with a trained head) for multi-label data",
+        )
+
+
+@torch.no_grad()
+def _features(
+    model: nn.Module, loader: Any, split_batch: Callable[[Any], tuple[Any, Any]], device: Any
+) -> tuple[torch.Tensor, torch.Tensor]:
+    from .trainer import to_device
+
+    feats, targets = [], []
+    for batch in loader:
+        inputs, target = split_batch(to_device(batch, device))
+        out = model(inputs)
+        if not isinstance(out, torch.Tensor) or out.ndim != 2:
+            raise ConfigError(
+                "--strategy prototypes needs a model whose backbone gives one feature vector per image",
+                "--strategy prototypes",
+                "use another strategy with this plugin",
+            )
+        feats.append(F.normalize(out.float(), dim=1).cpu())
+        targets.append(torch.as_tensor(target).cpu())
+    target = torch.cat(targets)
+    if target.ndim != 1 or target.is_floating_point():
+        raise ConfigError(
+            "--strategy prototypes needs integer class targets (one class per image)",
+            "--strategy prototypes",
+            "use --strategy linear for multi-label or regression targets",
+        )
+    return torch.cat(feats), target
+
+
+def select_shots(targets: np.ndarray, n_classes: int, shots: int | None, seed: int) -> np.ndarray:
+    """Indices of the training items that form the prototypes (``shots`` per class)."""
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for c in range(n_classes):
+        idx = np.flatnonzero(targets == c)
+        if shots:
+            idx = np.sort(rng.permutation(idx)[: int(shots)])
+        chosen.append(idx)
+    return np.concatenate(chosen)
+
+
+def fit_prototypes(
+    model: nn.Module,
+    data: Any,
+    trainer: Any,
+    split_batch: Callable[[Any], tuple[Any, Any]],
+    shots: int | None = None,
+    seed: int = 0,
+) -> Any:
+    """Replace ``model.head`` by a `PrototypeHead`; save it as the best/last checkpoint.
+
+    ``trainer`` (a `tl.core.trainer.Trainer`) provides the device, loaders and checkpoint
+    store. Returns a `FitResult` whose ``seconds`` is the time spent building prototypes.
+    """
+    from .calibration import fit_temperature
+    from .trainer import FitResult
+
+    _check_single_label(data)
+    if shots is not None and int(shots) < 1:
+        raise ConfigError("--shots must be at least 1", "--shots", "e.g. --shots 5, or omit it")
+    if len(data.train) == 0:
+        raise DataError("the training split is empty", "train", "add data or change the split")
+    started = time.time()
+    n_classes = len(data.labels)
+    model.requires_grad_(False)
+    model.head = nn.Identity()
+    model = trainer.prepare(model).eval()
+    loader = trainer.loader(data.train, data.collate, shuffle=False)
+    feats, targets = _features(model, loader, split_batch, trainer.device)
+    target_np = targets.numpy()
+    counts = np.bincount(target_np, minlength=n_classes)
+    if counts.min() == 0:
+        missing = [data.labels[c] for c in range(n_classes) if counts[c] == 0]
+        raise DataError(
+            f"no training image of class {', '.join(missing)} to build a prototype from",
+            "train",
+            "add training images of every class",
+        )
+    keep = select_shots(target_np, n_classes, shots, seed)
+    protos = torch.stack([feats[keep][targets[keep] == c].mean(dim=0) for c in range(n_classes)])
+    head = PrototypeHead(protos)
+    if len(data.val):
+        val_feats, val_targets = _features(
+            model,
+            trainer.loader(data.val, data.collate, shuffle=False),
+            split_batch,
+            trainer.device,
+        )
+        temperature = fit_temperature(head(val_feats).numpy(), val_targets.numpy())
+        head = PrototypeHead(protos, BASE_SCALE / temperature)
+    model.head = head.to(trainer.device)
+    seconds = time.time() - started
+    progress = {
+        "epoch": 0,
+        "bad_epochs": 0,
+        "best_epoch": -1,
+        "best_score": None,
+        "stopped_early": False,
+        "seconds": seconds,
+        "history": [],
+        "prototypes": {"shots": int(shots) if shots else None, "items": int(len(keep))},
+    }
+    meta = {**trainer.weights_meta(), "epoch": 0, "strategy": "prototypes"}
+    for tag in ("best", "last"):
+        trainer.store.save(tag, model, meta, progress)
+    return FitResult(history=[], best_epoch=-1, seconds=seconds)
