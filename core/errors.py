@@ -22,7 +22,8 @@ class TLError(Exception):
             text += f" ({self.where})"
         if self.fix:
             text += f" — {self.fix}"
-        return text
+        # names taken from user data (column names, paths) may hold line breaks: one line
+        return " ".join(text.splitlines()) if len(text.splitlines()) > 1 else text
 
 
 class DataError(TLError):

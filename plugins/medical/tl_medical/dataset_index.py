@@ -224,6 +224,9 @@ def _scan_manifest(manifest: Path, skip_bad: bool) -> IndexResult:
         if not raw_path:
             _bad_row(skip_bad, skipped, f"line {line}", "empty path", where)
             continue
+        if "\x00" in raw_path:
+            _bad_row(skip_bad, skipped, f"line {line}", "the path holds a NUL character", where)
+            continue
         f = Path(raw_path).expanduser()
         f = f if f.is_absolute() else base / f
         item = _item_name(f, base)
@@ -235,8 +238,13 @@ def _scan_manifest(manifest: Path, skip_bad: bool) -> IndexResult:
                 "give every row a class; multi-label rows as a|b",
             )
         split = _parse_split(rec.get("split", ""), where) if has_split else None
-        if not f.is_file():
-            reason = "file not found" if not f.exists() else "not a file"
+        try:  # a NUL byte or an over-long name is not a path the OS can look up
+            is_file, exists = f.is_file(), f.exists()
+        except (OSError, ValueError) as exc:
+            _bad_row(skip_bad, skipped, f"line {line}", f"unusable path: {_short(exc)}", where)
+            continue
+        if not is_file:
+            reason = "file not found" if not exists else "not a file"
             _bad_row(skip_bad, skipped, item, f"{reason}: {f}", where)
             continue
         if not is_image_path(f):
