@@ -34,8 +34,11 @@ def read_table(path: Path) -> pd.DataFrame:
     try:
         if suffix in PARQUET_SUFFIXES:
             frame = pd.read_parquet(path)
+            header = [str(c) for c in frame.columns]
         else:
-            frame = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", low_memory=False)
+            sep = "\t" if suffix == ".tsv" else ","
+            frame = pd.read_csv(path, sep=sep, low_memory=False)
+            header = csv_header(path, sep)
     except pd.errors.EmptyDataError as exc:
         raise DataError("the file is empty", path, "pass a table with a header and rows") from exc
     except Exception as exc:  # pyarrow / parser errors come in many types
@@ -46,8 +49,27 @@ def read_table(path: Path) -> pd.DataFrame:
         ) from exc
     if frame.empty:
         raise DataError("the table has no rows", path, "pass a table with transactions")
+    check_unique_columns(header, path)
     frame.columns = [str(c) for c in frame.columns]
     return frame
+
+
+def csv_header(path: Path, sep: str) -> list[str]:
+    """The header as written (pandas renames a repeated name ``a`` to ``a.1``)."""
+    first = pd.read_csv(path, sep=sep, header=None, nrows=1, dtype=str, keep_default_na=False)
+    return [str(c) for c in first.iloc[0].tolist()] if len(first) else []
+
+
+def check_unique_columns(header: list[str], path: Path) -> None:
+    """A repeated column name makes `--target a` or the schema ambiguous: refuse it."""
+    seen: set[str] = set()
+    repeated = [c for c in header if c in seen or seen.add(c)]
+    if repeated:
+        raise DataError(
+            f"the table has duplicated column names ({', '.join(dict.fromkeys(repeated))})",
+            path,
+            "rename the columns so that each name appears once",
+        )
 
 
 def require_column(frame: pd.DataFrame, column: str, flag: str) -> None:
