@@ -67,6 +67,7 @@ def read_table(path: Path) -> pd.DataFrame:
             path,
             "use .csv, .tsv, .parquet or a RecBole .inter file",
         )
+    sep: str | None = None
     try:
         if suffix in (".parquet", ".pq"):
             frame = pd.read_parquet(path)
@@ -86,6 +87,19 @@ def read_table(path: Path) -> pd.DataFrame:
         raise DataError(f"cannot parse the file: {first}", path, "check its format") from exc
     if frame.empty:
         raise DataError("the file has no rows", path, "pass a log with at least one interaction")
+    header = list(frame.columns)
+    if suffix not in (".parquet", ".pq"):  # pandas renames a repeated name `a` to `a.1`
+        first = pd.read_csv(path, sep=sep if suffix != ".inter" else "\t", header=None, nrows=1,
+                            engine="python", dtype=str, keep_default_na=False)  # fmt: skip
+        header = [str(c).split(":", 1)[0] if suffix == ".inter" else c for c in first.iloc[0]]
+    header = [str(c).strip() for c in header]
+    repeated = sorted({c for c in header if header.count(c) > 1})
+    if repeated:
+        raise DataError(
+            f"the log has duplicated column names ({', '.join(repeated)})",
+            path,
+            "rename the columns so that each name appears once",
+        )
     frame.columns = [str(c).strip() for c in frame.columns]
     return frame
 
