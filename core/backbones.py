@@ -104,11 +104,15 @@ def check_model_name(name: str) -> None:
     raise ConfigError(f"unknown backbone '{name}'", "--backbone", hint)
 
 
-def create_backbone(spec: BackboneSpec, **timm_kwargs: Any) -> nn.Module:
+def create_backbone(
+    spec: BackboneSpec, image_size: int | None = None, **timm_kwargs: Any
+) -> nn.Module:
     """``timm.create_model(spec.name, **timm_kwargs)`` with the weights ``spec`` asks for.
 
     Pass ``num_classes=0`` for a pooled feature extractor or ``features_only=True`` for a
     feature pyramid; ``in_chans`` adapts the first convolution of pretrained weights.
+    ``image_size`` builds models with a fixed input size (ViT, Swin …) for that size
+    (timm resamples pretrained position embeddings); other models ignore it.
     tl's own weight files are not loaded here (see `load_tl_weights`).
     """
     import timm
@@ -116,6 +120,8 @@ def create_backbone(spec: BackboneSpec, **timm_kwargs: Any) -> nn.Module:
     check_model_name(spec.name)
     weights = spec.weights
     kwargs = dict(timm_kwargs)
+    if image_size and "img_size" not in kwargs and _fixed_input_size(spec.name):
+        kwargs["img_size"] = int(image_size)
     if weights == "hub":
         if not hub_reachable():
             raise WeightsError(
@@ -160,6 +166,14 @@ def create_backbone(spec: BackboneSpec, **timm_kwargs: Any) -> nn.Module:
             path,
             "use a .safetensors file or a plain state dict saved with torch.save",
         ) from exc
+
+
+def _fixed_input_size(name: str) -> bool:
+    """Whether timm builds ``name`` for one input size (its ``img_size`` argument)."""
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(name)
+    return bool(cfg is not None and cfg.fixed_input_size)
 
 
 def data_config(

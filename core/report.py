@@ -45,8 +45,12 @@ def write_report(
         f"{train_info['total_params']:,} parameters trainable "
         f"({100 * train_info['trainable_params'] / max(1, train_info['total_params']):.1f} %).",
         "",
-        f"Trained {metrics.get('epochs_run')} epochs in {metrics.get('train_seconds')} s; best epoch "
-        f"{metrics.get('best_epoch')} by validation `{plugin.monitor}`.",
+        (
+            f"No gradient training: class prototypes built in {metrics.get('train_seconds')} s."
+            if metrics.get("epochs_run") == 0
+            else f"Trained {metrics.get('epochs_run')} epochs in {metrics.get('train_seconds')} s; "
+            f"best epoch {metrics.get('best_epoch')} by validation `{plugin.monitor}`."
+        ),
         "",
         "## Data",
         "",

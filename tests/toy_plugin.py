@@ -73,9 +73,7 @@ class ToyPlugin(Plugin):
         )
 
     def build_model(self, spec: Any, data: TLData, options: dict[str, Any]) -> nn.Module:
-        # ViTs are built for the toy image size (timm resizes the position embedding)
-        sized = {"img_size": SIZE} if spec.name.startswith(("vit_", "deit_")) else {}
-        backbone = create_backbone(spec, num_classes=0, in_chans=1, **sized)
+        backbone = create_backbone(spec, image_size=SIZE, num_classes=0, in_chans=1)
         return ClassifierModel(backbone, len(LABELS), mean=(0.5,), std=(0.25,))
 
     def loss(self, outputs: Any, targets: Any) -> Any:

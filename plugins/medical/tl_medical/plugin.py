@@ -88,7 +88,9 @@ class MedicalPlugin(Plugin):
         from tl.core import ClassifierModel, create_backbone
         from tl.core.backbones import data_config
 
-        backbone = create_backbone(spec, num_classes=0, in_chans=data.in_chans)
+        backbone = create_backbone(
+            spec, image_size=data.image_size, num_classes=0, in_chans=data.in_chans
+        )
         config = data_config(backbone, data.image_size, data.in_chans)
         model = ClassifierModel(
             backbone,
