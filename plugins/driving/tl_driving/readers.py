@@ -80,18 +80,42 @@ def read_dataset(path: Path, skip_bad: bool = False) -> DetectionSet:
     return found
 
 
+def read_text(path: Path) -> str:
+    """A label / config file as text: UTF-8 (a BOM is allowed), else a `DataError`."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"not UTF-8 text ({exc.reason} at byte {exc.start})", path, "save it as UTF-8"
+        ) from None
+    except OSError as exc:
+        raise DataError(f"cannot read the file ({exc.strerror})", path, "check it") from None
+
+
 # ----------------------------------------------------------------------------- YOLO
 def _yolo_names(root: Path) -> tuple[list[str] | None, dict[str, Any]]:
     config_path = root / "data.yaml"
     if not config_path.exists():
         return None, {}
     try:
-        config = yaml.safe_load(config_path.read_text()) or {}
+        config = yaml.safe_load(read_text(config_path)) or {}
     except yaml.YAMLError as exc:
         raise DataError("data.yaml is not valid YAML", config_path, "fix its syntax") from exc
+    if not isinstance(config, dict):
+        raise DataError("data.yaml is not a mapping", config_path, "write names: [car, ...]")
     names = config.get("names")
     if isinstance(names, dict):
-        names = [str(names[k]) for k in sorted(names, key=int)]
+        try:
+            ids = sorted(names, key=int)
+        except (TypeError, ValueError):
+            ids = None
+        if ids is None or [int(k) for k in ids] != list(range(len(ids))):
+            raise DataError(
+                "data.yaml names must be a list or a mapping of class ids 0, 1, … without gaps",
+                config_path,
+                "write names: [car, ...]",
+            )
+        names = [str(names[k]) for k in ids]
     elif isinstance(names, list):
         names = [str(n) for n in names]
     else:
@@ -125,7 +149,7 @@ def parse_yolo_label(
     label_path: Path, width: int, height: int, n_classes: int | None
 ) -> tuple[np.ndarray, np.ndarray]:
     boxes, labels = [], []
-    for line_no, line in enumerate(label_path.read_text().splitlines(), start=1):
+    for line_no, line in enumerate(read_text(label_path).splitlines(), start=1):
         fields = line.split()
         if not fields:
             continue
@@ -198,7 +222,7 @@ def _infer_yolo_names(label_paths: list[Path]) -> list[str]:
     largest = -1
     for path in label_paths:
         if path.exists():
-            for line in path.read_text().splitlines():
+            for line in read_text(path).splitlines():
                 fields = line.split()
                 if fields and fields[0].isdigit():
                     largest = max(largest, int(fields[0]))
@@ -230,13 +254,16 @@ def read_coco(path: Path, skip_bad: bool = False) -> DetectionSet:
     if json_path is None:
         raise DataError("no COCO annotation JSON found", path, "pass the JSON file with --data")
     try:
-        coco = json.loads(json_path.read_text())
+        coco = json.loads(read_text(json_path))
         categories = sorted(coco["categories"], key=lambda c: c["id"])
         images = coco["images"]
         annotations = coco.get("annotations", [])
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        _check_coco(categories, images, annotations)
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError) as exc:
+        detail = f": {exc}" if isinstance(exc, ValueError) and not isinstance(
+            exc, json.JSONDecodeError) else ""  # fmt: skip
         raise DataError(
-            "not a COCO detection JSON (needs images, annotations, categories)",
+            f"not a COCO detection JSON (needs images, annotations, categories){detail}",
             json_path,
             "check the file",
         ) from exc
@@ -250,7 +277,9 @@ def read_coco(path: Path, skip_bad: bool = False) -> DetectionSet:
         file = image_root / image["file_name"]
         try:
             width, height = image_size_of(file) if file.exists() else _missing(file)
-            boxes, labels, ignore = _coco_boxes(by_image.get(image["id"], []), index_of, json_path)
+            boxes, labels, ignore = _coco_boxes(
+                by_image.get(image["id"], []), index_of, json_path, width, height
+            )
         except DataError as exc:
             if not skip_bad:
                 raise
@@ -259,6 +288,26 @@ def read_coco(path: Path, skip_bad: bool = False) -> DetectionSet:
         record = ImageRecord(file, width, height, boxes, labels, ignore, item=image["file_name"])
         records.append(record)
     return DetectionSet(records, [str(c["name"]) for c in categories], "coco", skipped)
+
+
+def _check_coco(categories: Any, images: Any, annotations: Any) -> None:
+    """Structure only (ValueError/TypeError → 'not a COCO detection JSON'); values later."""
+    if not isinstance(images, list) or not isinstance(annotations, list):
+        raise ValueError("images and annotations must be lists")
+    for c in categories:
+        if not isinstance(c, dict) or not isinstance(c.get("name"), (str, int)):
+            raise ValueError("every category needs an id and a name")
+    if len({c["id"] for c in categories}) != len(categories):
+        raise ValueError("category ids repeat")
+    for image in images:
+        if not isinstance(image, dict) or not isinstance(image.get("file_name"), str):
+            raise ValueError("every image needs an id and a file_name")
+        if "id" not in image or not image["file_name"] or "\x00" in image["file_name"]:
+            raise ValueError("every image needs an id and a file_name")
+    for ann in annotations:
+        if not isinstance(ann, dict):
+            raise ValueError("every annotation must be an object")
+        hash(ann.get("image_id"))  # TypeError for a list / dict id
 
 
 def _missing(file: Path) -> tuple[int, int]:
@@ -280,25 +329,51 @@ def _coco_image_root(json_path: Path, images: list[dict[str, Any]]) -> Path:
 
 
 def _coco_boxes(
-    annotations: list[dict[str, Any]], index_of: dict[Any, int], where: Path
+    annotations: list[dict[str, Any]],
+    index_of: dict[Any, int],
+    where: Path,
+    width: int,
+    height: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     boxes, labels, ignore = [], [], []
     for ann in annotations:
-        x, y, w, h = (float(v) for v in ann["bbox"])
+        try:
+            x, y, w, h = (float(v) for v in ann["bbox"])
+        except (KeyError, TypeError, ValueError):
+            raise DataError(
+                f"annotation {ann.get('id')} has no bbox [x, y, width, height] of 4 numbers",
+                where,
+                "fix its bbox",
+            ) from None
         box = [x, y, x + w, y + h]
+        if (
+            not np.all(np.isfinite(box))
+            or x < -1
+            or y < -1
+            or x + w > width + 1
+            or y + h > height + 1
+        ):
+            raise DataError(
+                f"annotation {ann.get('id')} has a box {ann['bbox']} that is not finite or "
+                f"outside the {width}x{height} image",
+                where,
+                "fix its bbox",
+            )
+        box = [max(x, 0.0), max(y, 0.0), min(x + w, width), min(y + h, height)]
         if ann.get("iscrowd"):
             ignore.append(box)
             continue
-        if ann["category_id"] not in index_of:
+        category = ann.get("category_id")
+        if not isinstance(category, (int, str)) or category not in index_of:
             raise DataError(
-                f"annotation {ann.get('id')} has unknown category_id {ann['category_id']}",
+                f"annotation {ann.get('id')} has unknown category_id {category!r}",
                 where,
                 "add the category to 'categories' or fix the annotation",
             )
         if w <= 0 or h <= 0:
             raise DataError(f"annotation {ann.get('id')} has an empty box", where, "fix its bbox")
         boxes.append(box)
-        labels.append(index_of[ann["category_id"]])
+        labels.append(index_of[category])
     return (
         np.asarray(boxes, np.float32).reshape(-1, 4),
         np.asarray(labels, np.int64),
@@ -346,7 +421,7 @@ def read_kitti(root: Path, skip_bad: bool = False) -> DetectionSet:
 
 def _parse_kitti(label_path: Path, width: int, height: int) -> list[tuple[str, list[float]]]:
     objects = []
-    for line_no, line in enumerate(label_path.read_text().splitlines(), start=1):
+    for line_no, line in enumerate(read_text(label_path).splitlines(), start=1):
         fields = line.split()
         if not fields:
             continue
@@ -357,6 +432,8 @@ def _parse_kitti(label_path: Path, width: int, height: int) -> list[tuple[str, l
             x1, y1, x2, y2 = (float(v) for v in fields[4:8])
         except ValueError as exc:
             raise DataError("a KITTI box field is not a number", where, "fix the line") from exc
+        if not np.all(np.isfinite([x1, y1, x2, y2])):
+            raise DataError("a KITTI box field is not finite", where, "fix the line")
         if fields[0] != KITTI_IGNORE and (
             x2 <= x1 or y2 <= y1 or x1 < -1 or y1 < -1 or x2 > width + 1 or y2 > height + 1
         ):
