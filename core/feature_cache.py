@@ -150,7 +150,13 @@ class FeatureCache:
         targets: list[torch.Tensor] = []
         model.eval()
         with torch.inference_mode(), trainer._autocast():
-            for batch in trainer.loader(subset, collate, shuffle=False, keep=False):
+            for batch in trainer.loader(
+                subset,
+                collate,
+                shuffle=False,
+                keep=False,
+                batch_size=max(128, trainer.config.batch_size),
+            ):
                 if not isinstance(batch, (list, tuple)) or len(batch) != 2:
                     raise _Unsupported("batches are not (inputs, targets) pairs")
                 inputs, target = batch
@@ -173,7 +179,9 @@ class FeatureCache:
 
         self.dir.mkdir(parents=True, exist_ok=True)
         path = self.dir / f"{split}-rank{dist.rank()}.npy"
-        array = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=features.shape)
+        array = np.lib.format.open_memmap(
+            path, mode="w+", dtype=np.float32, shape=tuple(features.shape)
+        )
         array[:] = features.numpy()
         array.flush()
         del array

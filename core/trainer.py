@@ -177,16 +177,17 @@ class Trainer:
         epoch: int = 0,
         distributed: bool = False,
         keep: bool = True,
+        batch_size: int | None = None,
     ) -> DataLoader:
         """A loader whose order depends only on ``(seed, epoch)``; kept across epochs so
         that worker processes persist. ``distributed``: this rank's share of every global
         batch (`DistributedSampler`, same permutation as a single process). ``keep=False``
         for a one-off pass: no persistent workers, not remembered."""
         distributed = distributed and dist.is_distributed()
-        key = (id(dataset), id(collate), shuffle, distributed)
+        key = (id(dataset), id(collate), shuffle, distributed, batch_size)
         cached = self._loaders.get(key)
         if cached is None or cached[0] is not dataset:
-            batch_size = self.config.batch_size
+            batch_size = batch_size or self.config.batch_size
             if distributed:
                 batch_size = dist.local_batch_size(batch_size)
             sampler = EpochBatchSampler(
