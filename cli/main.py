@@ -122,6 +122,31 @@ cli.add_command(
 )
 
 
+@cli.command("distill")
+@click.argument("run_dir", metavar="RUN_DIR", type=click.Path(path_type=Path))
+@click.option("--student", required=True, help="Smaller timm backbone, e.g. resnet10t.")
+@click.option("--alpha", type=float, help="Weight of the teacher's soft targets (default 0.5).")
+@click.option("--temperature", type=float, help="Softening temperature T (default 4).")
+@click.option("--weights", help="Student init: none | hub | PATH (default none).")
+@click.option("--epochs", type=int, help="Epochs (default: the teacher's).")
+@click.option("--batch-size", type=int, help="Batch size (default: the teacher's).")
+@click.option("--lr", type=float, help="Peak learning rate (default: the teacher's).")
+@click.option("--weight-decay", type=float, help="Weight decay (default: the teacher's).")
+@click.option("--patience", type=int, help="Early stopping patience (default: the teacher's).")
+@click.option("--seed", type=int, help="Seed of the student's init (default: the teacher's).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Device.")
+@click.option("--data", type=click.Path(path_type=Path), help="Where the teacher's data lives now.")
+@click.option("--out", type=click.Path(path_type=Path), help="Parent of the run directory.")
+@click.option("--verbose", is_flag=True, help="Show tracebacks on errors.")
+def distill_command(run_dir: Path, **options: Any) -> None:
+    """Distill a finished image classification run into a smaller student backbone."""
+    from tl.core.distill import distill_run
+    from tl.core.progress import ProgressReporter
+
+    options.pop("verbose", None)
+    click.echo(str(distill_run(run_dir, options, ProgressReporter())))
+
+
 def _runtime_command(name: str, help_text: str):
     @click.command(
         name,

@@ -108,6 +108,28 @@ def run_options(action: str = "run") -> list[click.Option]:
                 help="Skip (and count) corrupt items instead of failing.",
             ),
             click.Option(
+                ["--adversarial"],
+                type=click.Choice(["fgsm", "pgd"]),
+                help="Image classifiers: adversarial training; test accuracy under this attack "
+                "for this model and a plainly trained one.",
+            ),
+            click.Option(
+                ["--epsilon"],
+                type=float,
+                help="Attack budget on the [0, 1] pixel scale (default 2/255 ≈ 0.0078).",
+            ),
+            click.Option(["--pgd-steps"], type=int, help="PGD steps (default 5)."),
+            click.Option(
+                ["--adversarial-mix"],
+                type=float,
+                help="Weight of the adversarial loss; the rest is clean loss (default 0.5).",
+            ),
+            click.Option(
+                ["--adversarial-plain/--no-adversarial-plain"],
+                default=None,
+                help="Also train without attacks to compare robustness (default on).",
+            ),
+            click.Option(
                 ["--cache-features"],
                 type=click.Choice(["auto", "on", "off"]),
                 help="Train a frozen backbone's head on features computed once "

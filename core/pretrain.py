@@ -27,3 +27,5 @@ class PretrainTask:
     method: str = ""
     metadata: dict[str, Any] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
+    #: `TrainConfig` fields this task needs (e.g. ``{"precise_bn_below_steps": 0}``)
+    train_overrides: dict[str, Any] = field(default_factory=dict)

@@ -12,6 +12,7 @@ from typing import Any
 import pandas as pd
 
 from . import distributed as dist
+from .adversarial import compare_plain, report_sections, wrap_task
 from .backbones import BackboneSpec, load_tl_weights
 from .errors import ConfigError, TLError
 from .export import export_onnx
@@ -163,7 +164,7 @@ def train_one(
     }
     trainer = Trainer(
         train_config(options),
-        PluginTask(plugin, data),
+        wrap_task(PluginTask(plugin, data), plugin, options, model),
         run_dir,
         reporter,
         weights_meta=lambda: {
@@ -281,6 +282,11 @@ def run_plugin(
         }
         del s_model
 
+    if options.get("adversarial"):
+        metrics_json["adversarial"] = compare_plain(
+            plugin, data, model, options, run_dir, reporter, trainer.device
+        )
+
     predictions = plugin.predictions(test_outputs, data, export_extra)
     if predictions is not None:
         write_text_atomic(run_dir / "test_predictions.csv", predictions.to_csv(index=False))
@@ -303,7 +309,7 @@ def run_plugin(
     reporter.log(f"ONNX parity: max abs diff {parity['max_abs_diff']:.2e}, agreement {agreement}")
     write_json_atomic(run_dir / "metrics.json", metrics_json)
 
-    sections = plugin.report(run_dir, metrics_json, data, model)
+    sections = plugin.report(run_dir, metrics_json, data, model) + report_sections(metrics_json)
     write_report(
         run_dir,
         plugin,
@@ -379,7 +385,7 @@ def pretrain_plugin(
     bound = _PretrainAdapter(task, metrics_fn)
     plan = build_plan(task.model, "full", float(options["lr"]), float(options["weight_decay"]))
     trainer = Trainer(
-        train_config(options),
+        train_config({**options, **task.train_overrides}),
         bound,
         run_dir,
         reporter,

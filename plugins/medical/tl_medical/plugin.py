@@ -67,6 +67,34 @@ class MedicalPlugin(Plugin):
             ),
         ]
 
+    def pretrain_options(self) -> list[Any]:
+        import click
+
+        return [
+            click.Option(
+                ["--method"],
+                type=click.Choice(["simclr", "supervised"]),
+                help="simclr: self-supervised on unlabelled images (any folder layout); "
+                "supervised: a labelled folder/manifest (default simclr).",
+            ),
+            click.Option(
+                ["--image-size"], type=int, help="Square input size; use the same for `tl run`."
+            ),
+            click.Option(
+                ["--channels"], type=click.Choice(["1", "3"]), help="Force 1 or 3 channels."
+            ),
+            click.Option(["--window"], help="DICOM window CENTER,WIDTH."),
+            click.Option(
+                ["--ssl-temperature"], type=float, help="NT-Xent temperature (default 0.2)."
+            ),
+            click.Option(
+                ["--val-fraction"], type=float, help="Held-out fraction for the loss curve."
+            ),
+            click.Option(
+                ["--skip-bad/--no-skip-bad"], default=None, help="Skip unreadable images."
+            ),
+        ]
+
     def predict_options(self) -> list[Any]:
         import click
 
@@ -260,6 +288,13 @@ class MedicalPlugin(Plugin):
         from .runtime import evaluate_folder
 
         return evaluate_folder(model, Path(path), options)
+
+    # ------------------------------------------------------------- pretrain
+    def pretrain_task(self, spec: Any, path: Path, options: dict[str, Any]) -> Any:
+        """SimCLR on unlabelled scans (``--method simclr``) or supervised on a labelled source."""
+        from .pretrain import pretrain_task
+
+        return pretrain_task(spec, Path(path), options)
 
     # --------------------------------------------------------------- report
     def report(
