@@ -9,6 +9,7 @@ checkpoint is complete exactly when its JSON names its epoch.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -19,8 +20,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .backbones import TL_WEIGHTS_KEY
-from .errors import DataError
-from .fileio import atomic_path, write_json_atomic
+from .errors import DataError, OutputError
+from .fileio import _jsonable, atomic_path
 
 LoadFn = Callable[[nn.Module, dict[str, torch.Tensor]], tuple[list[str], list[str]]]
 
@@ -94,12 +95,34 @@ class CheckpointStore:
         training_state: dict[str, Any] | None = None,
         state: dict[str, torch.Tensor] | None = None,
     ) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        if training_state is not None:
-            with atomic_path(self.path(tag, ".state.pt")) as tmp:
-                torch.save(training_state, tmp)
-        save_weights(model, self.path(tag, ".safetensors"), meta, state)
-        write_json_atomic(self.path(tag, ".json"), progress)
+        # All files go to temp names first and are renamed only when every one is written
+        # (ExitStack exits last-in first-out: state, weights, then the JSON that commits the
+        # checkpoint), so a full disk or a kill never leaves a mixed or half-written one.
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            with contextlib.ExitStack() as stack:
+                progress_tmp = stack.enter_context(atomic_path(self.path(tag, ".json")))
+                weights_tmp = stack.enter_context(atomic_path(self.path(tag, ".safetensors")))
+                if training_state is not None:
+                    state_tmp = stack.enter_context(atomic_path(self.path(tag, ".state.pt")))
+                    torch.save(training_state, state_tmp)
+                save_file(
+                    state if state is not None else state_dict_for_saving(model),
+                    str(weights_tmp),
+                    metadata={TL_WEIGHTS_KEY: json.dumps(meta, default=str)},
+                )
+                progress_tmp.write_text(
+                    json.dumps(progress, indent=2, default=_jsonable) + "\n", encoding="utf-8"
+                )
+        except OSError as exc:
+            kept = self.progress(tag).get("epoch") if self.exists(tag) else None
+            raise OutputError(
+                f"cannot write the {tag} checkpoint ({exc.strerror or exc}); "
+                + (f"the {tag} checkpoint of epoch {kept} is intact" if kept else "none was kept"),
+                self.dir,
+                "free disk space or make the folder writable, then continue with --resume "
+                f"{self.dir.parent}",
+            ) from exc
 
     def exists(self, tag: str) -> bool:
         return self.path(tag, ".json").exists() and self.path(tag, ".safetensors").exists()

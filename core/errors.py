@@ -44,3 +44,15 @@ class PluginError(TLError):
 
 class ExportError(TLError):
     """The ONNX export failed or does not match the PyTorch model."""
+
+
+class OutputError(TLError):
+    """An output cannot be written (disk full, read-only folder); earlier outputs are intact."""
+
+
+class Interrupted(TLError):
+    """SIGINT / SIGTERM during training: stopped between batches, last checkpoint kept."""
+
+    def __init__(self, signum: int, what: str, where: object = "", fix: str = "") -> None:
+        self.exit_code = 128 + int(signum)  # 130 for Ctrl-C, 143 for SIGTERM, as shells do
+        super().__init__(what, where, fix)

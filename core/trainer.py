@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import math
 import random
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -28,7 +30,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from . import distributed as dist
 from .checkpoints import CheckpointStore
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, Interrupted
 from .feature_cache import FeatureCache, HeadOnly, collate_batch, parse_mode, wants_cache
 from .progress import ProgressReporter
 from .seeding import seed_everything
@@ -257,6 +259,7 @@ class Trainer:
             self.reporter.log(f"resumed after epoch {start_epoch} (best epoch {result.best_epoch})")
         writer = self._writer()
         started = time.time() - result.seconds
+        restore_signals = self._catch_stop_signals()
         try:
             for epoch in range(start_epoch, cfg.epochs):
                 if result.stopped_early:
@@ -335,6 +338,7 @@ class Trainer:
                         f"early stop: no improvement of {self.task.monitor} for {bad_epochs} epochs"
                     )
         finally:
+            restore_signals()
             if writer is not None:
                 writer.close()
             cache.close()
@@ -357,6 +361,7 @@ class Trainer:
         n_batches = len(loader)
         with self.reporter.bar(n_batches, f"epoch {epoch + 1}/{cfg.epochs}") as bar:
             for index, batch in enumerate(loader):
+                self._check_stop(epoch)
                 batch = self.to_device(batch)
                 with self._autocast():
                     loss = self.task.training_step(step_model, batch)
@@ -452,6 +457,37 @@ class Trainer:
                 torch.stack([torch.as_tensor(x).float().mean() for x in losses]).mean()
             )
         return metrics
+
+    # ---------------------------------------------------------------- signals
+    def _catch_stop_signals(self) -> Callable[[], None]:
+        """SIGINT/SIGTERM set a flag that the loop checks between batches (a batch or a
+        checkpoint is never cut in half); returns what restores the previous handlers."""
+        self._stop_signal: int | None = None
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+
+        def handler(signum: int, frame: Any) -> None:
+            if self._stop_signal is not None:  # a second Ctrl-C: stop right now
+                raise KeyboardInterrupt
+            self._stop_signal = signum
+
+        previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        return lambda: [signal.signal(s, h) for s, h in previous.items()] and None
+
+    def _check_stop(self, epoch: int) -> None:
+        signum = getattr(self, "_stop_signal", None)
+        if signum is None:
+            return
+        name = signal.Signals(signum).name
+        kept = self.store.progress("last")["epoch"] if self.store.exists("last") else None
+        raise Interrupted(
+            signum,
+            f"interrupted by {name} in epoch {epoch + 1}; "
+            + (f"checkpoint of epoch {kept} kept" if kept else "no epoch was complete yet"),
+            self.run_dir,
+            f"continue with --resume {self.run_dir}"
+            + (" (the unfinished epoch is redone, so the result matches an uninterrupted run)"),
+        )
 
     # ------------------------------------------------------------ bookkeeping
     def _meta(self, epoch: int) -> dict[str, Any]:
