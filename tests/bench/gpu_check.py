@@ -1,0 +1,208 @@
+"""GPU smoke benchmark (run when a GPU is lent): AMP training, ONNX export, onnxruntime CUDA.
+
+    python tests/bench/gpu_check.py [--steps 300] [--batch-size 128] [--image-size 224]
+                                    [--backbone resnet50] [--ort-seconds 10]
+
+1. ``--steps`` optimizer steps of ``--backbone`` (``--weights none``) at 224 px through tl's
+   `Trainer` — bf16 autocast (fp16 + GradScaler where bf16 is unsupported), channels_last,
+   cudnn.benchmark, pinned memory with persistent workers — on synthetic uint8 images;
+   images/s from the epochs after the first (warm-up, cudnn autotuning excluded).
+2. Export to ONNX with parity checked (`tl.core.export.export_onnx`).
+3. onnxruntime throughput with the CUDA provider and IO binding (`tl.core.runtime`).
+
+Prints one JSON line and exits 0; without a GPU it says so in that line and exits 0.
+Sized to finish in well under 5 minutes on one modern GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backbone", default="resnet50")
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--num-workers", type=int, default=4)
+    parser.add_argument("--ort-seconds", type=float, default=10.0)
+    parser.add_argument("--ort-batch", type=int, default=64)
+    args = parser.parse_args(argv)
+
+    import torch
+
+    record: dict[str, Any] = {"name": "gpu_check", "gpu": torch.cuda.is_available()}
+    if not torch.cuda.is_available():
+        record.update(ok=True, skipped="no GPU available (torch.cuda.is_available() is False)")
+        print(json.dumps(record))
+        return record
+
+    from tl.core.runtime import cuda_available, load_onnx_model
+
+    started = time.time()
+    record.update(
+        device=torch.cuda.get_device_name(0),
+        amp_dtype="bfloat16" if torch.cuda.is_bf16_supported() else "float16",
+        backbone=args.backbone,
+        image_size=args.image_size,
+        batch_size=args.batch_size,
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        model, fit, seconds = train(args, work)
+        record.update(fit)
+        record["train_seconds"] = round(seconds, 1)
+        t0 = time.time()
+        onnx_path, parity = export(model, args, work)
+        record["export_seconds"] = round(time.time() - t0, 1)
+        record["onnx_max_abs_diff"] = parity["max_abs_diff"]
+        record["ort_cuda_driver"] = cuda_available()
+        onnx_model = load_onnx_model(onnx_path, device="cuda")
+        record["ort_providers"] = onnx_model.providers
+        record["ort_images_per_second"] = round(ort_throughput(onnx_model, args), 1)
+    record["total_seconds"] = round(time.time() - started, 1)
+    record["ok"] = (
+        record["train_images_per_second"] > 0
+        and record["ort_providers"][0] != "CPUExecutionProvider"
+        and record["onnx_max_abs_diff"] < 1e-2
+    )
+    print(json.dumps(record))
+    return record
+
+
+def make_model(backbone: str):
+    import torch
+    from tl.core.backbones import BackboneSpec, create_backbone
+    from tl.core.models import ClassifierModel
+
+    torch.manual_seed(0)
+    net = create_backbone(BackboneSpec(backbone, "none"), num_classes=0)
+    return ClassifierModel(net, 10, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+
+
+class _Task:
+    monitor, monitor_mode = "accuracy", "max"
+
+    def training_step(self, model, batch):
+        import torch.nn.functional as F
+
+        images, labels = batch
+        return F.cross_entropy(model(images).float(), labels)
+
+    def predict_step(self, model, batch):
+        images, labels = batch
+        return {"logits": model(images).float(), "labels": labels}
+
+    def metrics(self, outputs, split):
+        import torch
+
+        logits = torch.cat([o["logits"] for o in outputs])
+        labels = torch.cat([o["labels"] for o in outputs])
+        return {"accuracy": float((logits.argmax(1) == labels).float().mean())}
+
+
+def train(args: argparse.Namespace, work: Path):
+    import torch
+    from tl.core.progress import ProgressReporter
+    from tl.core.strategies import build_plan
+    from tl.core.trainer import TrainConfig, Trainer
+    from torch.utils.data import TensorDataset
+
+    steps_per_epoch = 16
+    n = steps_per_epoch * args.batch_size
+    epochs = max(2, math.ceil(args.steps / steps_per_epoch))
+    g = torch.Generator().manual_seed(0)
+    size = args.image_size
+    images = torch.randint(0, 256, (n, 3, size, size), generator=g, dtype=torch.uint8)
+    labels = torch.randint(0, 10, (n,), generator=g)
+    train_set = TensorDataset(images, labels)
+    val_set = TensorDataset(images[: args.batch_size], labels[: args.batch_size])
+    config = TrainConfig(
+        epochs=epochs,
+        batch_size=args.batch_size,
+        patience=0,
+        device="cuda",
+        num_workers=args.num_workers,
+        precise_bn_below_steps=0,
+        amp=True,
+        channels_last=True,
+    )
+    model = make_model(args.backbone)
+    plan = build_plan(model, "full", lr=1e-3, weight_decay=0.05)
+    trainer = Trainer(
+        config, _Task(), work / "run", ProgressReporter(stream=io.StringIO()), tensorboard=False
+    )
+    start = time.time()
+    result = trainer.fit(model, plan, train_set, val_set)
+    seconds = time.time() - start
+    later = result.history[1:]
+    per_epoch = sum(row["seconds"] for row in later) / len(later)
+    return (
+        model,
+        {
+            "train_steps": epochs * steps_per_epoch,
+            "train_images_per_second": round(n / per_epoch, 1),
+            "final_train_loss": round(result.history[-1]["train_loss"], 4),
+            "peak_gpu_memory_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2),
+        },
+        seconds,
+    )
+
+
+def export(model, args: argparse.Namespace, work: Path):
+    import numpy as np
+    import torch
+    from tl.core.export import export_onnx
+    from tl.core.plugin import ExportSpec
+
+    class Probabilities(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, image):
+            return self.inner(image).softmax(-1)
+
+    model = model.float().cpu().eval().to(memory_format=torch.contiguous_format)
+    size = args.image_size
+    batch = np.random.default_rng(0).integers(0, 256, (4, 3, size, size), dtype=np.uint8)
+    spec = ExportSpec(
+        module=Probabilities(model),
+        batches=[{"image": batch}],
+        input_names=["image"],
+        output_names=["probabilities"],
+        dynamic_axes={"image": {0: "batch"}, "probabilities": {0: "batch"}},
+        agreement_output="probabilities",
+    )
+    path = work / "model.onnx"
+    parity = export_onnx(spec, path, {"plugin": "bench", "backbone": args.backbone})
+    return path, parity
+
+
+def ort_throughput(onnx_model, args: argparse.Namespace) -> float:
+    import numpy as np
+
+    size = args.image_size
+    batch = np.random.default_rng(1).integers(
+        0, 256, (args.ort_batch, 3, size, size), dtype=np.uint8
+    )
+    for _ in range(3):  # warm-up (cuDNN algorithm search)
+        onnx_model.run({"image": batch})
+    images, start = 0, time.perf_counter()
+    while time.perf_counter() - start < args.ort_seconds:
+        onnx_model.run({"image": batch})
+        images += len(batch)
+    return images / (time.perf_counter() - start)
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main()["ok"] else 1)
