@@ -1,8 +1,11 @@
 """Driving detector speed on CPU: onnxruntime vs torch eager, frames/s at the export
 resolution, NMS and padding included in both.
 
-    python tests/bench/driving_speed.py [RUN_DIR] [--backbone resnet18] [--image-size 256]
-                                        [--batch 8] [--seconds 10] [--threads 2]
+    python tests/bench/driving_speed.py [RUN_DIR] [--backbone resnet18] [--image-size 160]
+                                        [--batch 4] [--seconds 3] [--threads 2] [--full]
+
+``--full``: the full-size measurement (256 px, batch 8, 10 s per side). `main()` returns the
+shared bench record (ours = onnxruntime frames/s, baseline = torch eager); target ≥ 1.
 
 With a run directory (from `tl run driving`) its model.onnx and best checkpoint are timed;
 without one, a random-init detector of ``--backbone`` is exported first. Run on demand (not
@@ -12,11 +15,16 @@ part of the test suite).
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import result  # noqa: E402
 
 
 def frames_per_second(run, batch: np.ndarray, seconds: float) -> float:
@@ -73,15 +81,18 @@ def build(args: argparse.Namespace, workdir: Path):
     return module, path, canvas
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", nargs="?")
     parser.add_argument("--backbone", default="resnet18")
-    parser.add_argument("--image-size", type=int, default=256)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--image-size", type=int, default=160)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
+    parser.add_argument("--full", action="store_true", help="256 px, batch 8, 10 s")
+    args = parser.parse_args(argv)
+    if args.full:
+        args.image_size, args.batch, args.seconds = 256, 8, 10.0
 
     import onnxruntime as ort
     import torch
@@ -108,7 +119,12 @@ def main() -> None:
     print(f"canvas {canvas[1]}x{canvas[0]}, batch {args.batch}, {args.threads} CPU threads")
     print(f"torch eager  {eager:8.1f} frames/s")
     print(f"onnxruntime  {onnx:8.1f} frames/s   ({onnx / eager:.2f}x)")
+    ratio = onnx / eager
+    return result(
+        "driving_speed", onnx, eager, ratio, ">= 1", ratio >= 1.0, unit="frames/s",
+        canvas=list(canvas), batch=args.batch,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(0 if main()["ok"] else 1)

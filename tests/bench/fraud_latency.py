@@ -1,6 +1,12 @@
 """Fraud scoring latency with onnxruntime on CPU: single row p50/p99 and rows/s at batch 4096.
 
-    python tests/bench/fraud_latency.py RUN_DIR|model.onnx [--data TABLE] [--threads N]
+    python tests/bench/fraud_latency.py [RUN_DIR|model.onnx] [--data TABLE] [--threads N]
+                                        [--single 300] [--batches 5] [--full]
+
+Without a model, a one-epoch `tl run fraud` on the small demo data makes one first.
+``--full``: 2000 single-row calls and 20 batches. `main()` returns the shared bench record:
+ours = single-row p99 latency (ms, ONNX call), baseline = the budget ``--budget-ms`` (10);
+target ratio ≤ 1.
 
 Without ``--data`` the rows are generated with the demo generator (new-market shape).
 Encoding (vocabulary lookup, datetime parts) is timed separately from the ONNX call, so the
@@ -11,27 +17,59 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import result  # noqa: E402
 
 
 def percentile_ms(samples: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(samples) * 1000, q))
 
 
-def main() -> None:
-    from tl.core import load_onnx_model
-    from tl_fraud.runtime import schema_of
+def trained_model(workdir: Path) -> Path:
+    """A one-epoch fraud run on the small demo data (when no model is given)."""
+    import io
 
+    from tl.core.progress import ProgressReporter
+    from tl.core.registry import load_plugin
+    from tl.core.run import run_plugin
+
+    plugin = load_plugin("fraud")
+    data = plugin.demo(workdir / "data", size="small", seed=0)
+    options = {"data": str(data), "weights": "none", "epochs": 1, "device": "cpu"}
+    options["out"] = str(workdir / "runs")
+    return run_plugin(plugin, options, ProgressReporter(stream=io.StringIO()))
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model")
+    parser.add_argument("model", nargs="?")
     parser.add_argument("--data", type=Path)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--single", type=int, default=2000)
-    parser.add_argument("--batches", type=int, default=20)
-    args = parser.parse_args()
+    parser.add_argument("--single", type=int, default=300)
+    parser.add_argument("--batches", type=int, default=5)
+    parser.add_argument("--budget-ms", type=float, default=10.0)
+    parser.add_argument("--full", action="store_true", help="2000 single rows, 20 batches")
+    args = parser.parse_args(argv)
+    if args.full:
+        args.single, args.batches = 2000, 20
+    if args.model:
+        return measure(args)
+    with tempfile.TemporaryDirectory() as tmp:
+        args.model = str(trained_model(Path(tmp)))
+        return measure(args)
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    from tl.core import load_onnx_model
+    from tl_fraud.runtime import schema_of
 
     model = load_onnx_model(args.model, device="cpu", threads=args.threads)
     schema = schema_of(model)
@@ -75,6 +113,7 @@ def main() -> None:
         model.run(feeds)
     throughput = args.batches * batch / (time.perf_counter() - t0)
 
+    p99 = percentile_ms(single, 99)
     print(
         json.dumps(
             {
@@ -92,9 +131,14 @@ def main() -> None:
                 "rows_per_second_batch_4096": round(throughput),
             },
             indent=2,
-        )
+        ),
+        file=sys.stderr,
     )
+    return result(
+        "fraud_latency", p99, args.budget_ms, p99 / args.budget_ms, "<= 1 (p99/budget)",
+        p99 <= args.budget_ms, unit="ms", rows_per_second_batch_4096=round(throughput),
+    )  # fmt: skip
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(0 if main()["ok"] else 1)

@@ -1,7 +1,11 @@
 """Recsys at scale: 100k items, 1M interactions — one training epoch and a full-ranking
 evaluation within memory. Prints seconds per epoch, evaluation seconds and peak RSS.
 
-    python tests/bench/recsys_scale.py [--items 100000] [--interactions 1000000] [--threads 1]
+    python tests/bench/recsys_scale.py [--items 10000] [--interactions 100000] [--threads 1]
+    python tests/bench/recsys_scale.py --full      # 100k items, 1M interactions, 20k users
+
+`main()` returns the shared bench record: ours = peak RSS (MB), baseline = the memory budget
+``--max-rss-mb`` (default 4096); target ratio ≤ 1. Seconds per epoch/evaluation are extras.
 
 Run on demand (not part of the test suite). The catalogue is above the full-softmax limit,
 so the plugin's ``--loss auto`` trains with sampled softmax; evaluation still ranks every
@@ -12,12 +16,17 @@ from __future__ import annotations
 
 import argparse
 import resource
+import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import result  # noqa: E402
 
 
 def synthetic_log(path: Path, n_items: int, n_rows: int, n_users: int, seed: int = 0) -> None:
@@ -41,20 +50,24 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     import torch
     from tl.core import BackboneSpec
     from tl_recsys.plugin import RecsysPlugin
     from torch.utils.data import DataLoader
 
     parser = argparse.ArgumentParser()
-    parser.add_argument("--items", type=int, default=100_000)
-    parser.add_argument("--interactions", type=int, default=1_000_000)
-    parser.add_argument("--users", type=int, default=20_000)
+    parser.add_argument("--items", type=int, default=10_000)
+    parser.add_argument("--interactions", type=int, default=100_000)
+    parser.add_argument("--users", type=int, default=4_000)
+    parser.add_argument("--full", action="store_true", help="100k items, 1M interactions")
+    parser.add_argument("--max-rss-mb", type=float, default=4096)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--eval-users", type=int, default=0, help="0: all users")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.full:
+        args.items, args.interactions, args.users = 100_000, 1_000_000, 20_000
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -100,7 +113,13 @@ def main() -> None:
           f"popularity={data.baseline['val']['ndcg@10']:.4f}")  # fmt: skip
     print(f"RESULT seconds_per_epoch={epoch_s:.1f} eval_seconds={eval_s:.1f} "
           f"load_seconds={load_s:.1f} peak_rss_mb={peak_rss_mb():.0f}")  # fmt: skip
+    rss = peak_rss_mb()
+    return result(
+        "recsys_scale", rss, args.max_rss_mb, rss / args.max_rss_mb, "<= 1 (RSS/budget)",
+        rss <= args.max_rss_mb, unit="MB", items=args.items, interactions=args.interactions,
+        seconds_per_epoch=round(epoch_s, 2), eval_seconds=round(eval_s, 2),
+    )  # fmt: skip
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(0 if main()["ok"] else 1)
