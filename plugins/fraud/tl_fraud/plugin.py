@@ -288,10 +288,19 @@ class FraudPlugin(Plugin):
         }
 
     # ------------------------------------------------------------- runtime (no torch)
-    def predict(self, model: Any, path: Path, options: dict[str, Any]) -> pd.DataFrame:
-        from .runtime import predict_table
+    def predict(self, model: Any, path: Path, options: dict[str, Any]) -> pd.DataFrame | None:
+        """Streams: the file is read, scored and written in chunks (bounded memory), so it
+        writes ``--out`` (or stdout) itself and returns None."""
+        import sys
 
-        return predict_table(model, Path(path))
+        from .runtime import stream_predictions
+
+        out = options.get("out")
+        rows = stream_predictions(model, Path(path), Path(out) if out else None)
+        if out:
+            print(f"{rows} predictions → {out}", file=sys.stderr)
+            print(out)
+        return None
 
     def evaluate(self, model: Any, path: Path, options: dict[str, Any]) -> dict[str, Any]:
         from .runtime import evaluate_table

@@ -7,6 +7,7 @@ These functions are shared by training (`tl run`, `tl pretrain`) and the torch-f
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +53,46 @@ def read_table(path: Path) -> pd.DataFrame:
     check_unique_columns(header, path)
     frame.columns = [str(c) for c in frame.columns]
     return frame
+
+
+def iter_table(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
+    """The table in chunks of ``chunk_rows`` (bounded memory for `tl predict` on big files);
+    the same checks and errors as `read_table`."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if not path.is_file() or suffix not in CSV_SUFFIXES | PARQUET_SUFFIXES:
+        yield read_table(path)  # raises the right DataError
+        return
+    rows = 0
+    try:
+        if suffix in PARQUET_SUFFIXES:
+            import pyarrow.parquet as pq
+
+            source = pq.ParquetFile(path)
+            check_unique_columns([str(n) for n in source.schema_arrow.names], path)
+            chunks = (b.to_pandas() for b in source.iter_batches(batch_size=chunk_rows))
+        else:
+            sep = "\t" if suffix == ".tsv" else ","
+            check_unique_columns(csv_header(path, sep), path)
+            chunks = pd.read_csv(path, sep=sep, low_memory=False, chunksize=chunk_rows)
+        for chunk in chunks:
+            chunk.columns = [str(c) for c in chunk.columns]
+            chunk.index = pd.RangeIndex(rows, rows + len(chunk))
+            rows += len(chunk)
+            yield chunk
+    except DataError:
+        raise
+    except pd.errors.EmptyDataError as exc:
+        raise DataError("the file is empty", path, "pass a table with a header and rows") from exc
+    except Exception as exc:  # pyarrow / parser errors come in many types
+        raise DataError(
+            f"cannot read the table at row {rows} ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:120] if str(exc) else ''})",
+            path,
+            "check that the file is a valid CSV or Parquet table",
+        ) from exc
+    if rows == 0:
+        raise DataError("the table has no rows", path, "pass a table with transactions")
 
 
 def csv_header(path: Path, sep: str) -> list[str]:
