@@ -129,13 +129,29 @@ class CheckpointStore:
 
     def progress(self, tag: str) -> dict[str, Any]:
         try:
-            return json.loads(self.path(tag, ".json").read_text())
-        except (OSError, json.JSONDecodeError) as exc:
+            progress = json.loads(self.path(tag, ".json").read_text(encoding="utf-8"))
+            valid = (
+                isinstance(progress, dict)
+                and isinstance(progress.get("epoch"), int)
+                and isinstance(progress.get("bad_epochs", 0), int)
+                and isinstance(progress.get("best_epoch", -1), int)
+                and isinstance(progress.get("history", []), list)
+                and all(isinstance(row, dict) for row in progress.get("history", []))
+                and isinstance(progress.get("best_score"), (int, float, type(None)))
+            )
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise DataError(
                 "the checkpoint's progress file is missing or corrupt",
                 self.path(tag, ".json"),
                 "start a new run",
             ) from exc
+        if not valid:
+            raise DataError(
+                "the checkpoint's progress file is not a tl checkpoint (edited?)",
+                self.path(tag, ".json"),
+                "start a new run",
+            )
+        return progress
 
     def training_state(self, tag: str) -> dict[str, Any] | None:
         path = self.path(tag, ".state.pt")

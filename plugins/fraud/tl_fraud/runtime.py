@@ -20,8 +20,8 @@ from .metrics import fraud_metrics
 from .readers import iter_table, parse_target, read_table, require_column
 from .schema import TableSchema
 
-BATCH_ROWS = 65536
-CHUNK_ROWS = 200_000  # rows read, encoded and written at a time by `tl predict`
+BATCH_ROWS = 8192  # rows per onnxruntime call: its arena grows with the largest batch
+CHUNK_ROWS = 50_000  # rows read, encoded and written at a time by `tl predict`
 
 
 def schema_of(model: OnnxModel) -> TableSchema:
