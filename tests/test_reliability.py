@@ -78,7 +78,16 @@ def data_root(tmp_path_factory):
     return tmp_path_factory.mktemp("reliability")
 
 
-@pytest.mark.parametrize("plugin", list(PLUGINS))
+# Three full runs per plugin take minutes on two shared cores: CI runs fraud (the cheapest);
+# TL_RELIABILITY_ALL=1 runs all four (all pass, see the issue note for timings).
+ALL = os.environ.get("TL_RELIABILITY_ALL") == "1"
+
+
+@pytest.mark.parametrize(
+    "plugin",
+    [p if ALL or p == "fraud" else pytest.param(p, marks=pytest.mark.skip("TL_RELIABILITY_ALL=1"))
+     for p in PLUGINS],
+)  # fmt: skip
 def test_sigkill_then_resume_matches_an_uninterrupted_run(plugin, data_root, tmp_path):
     data, args = PLUGINS[plugin](data_root / plugin)
     run_args = ["run", plugin, "--data", str(data), *args, *COMMON, "--epochs", "3"]
