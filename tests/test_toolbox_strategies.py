@@ -1,7 +1,8 @@
 """lora, prompt and prototypes: unit checks plus one real `run_plugin` each (toy plugin).
 
-The runs use tiny models (resnet10t, vit_tiny_patch16_224 at 48 px), random init and
-90 images of oriented stripes, so the whole file stays well under a minute.
+The runs use tiny models (resnet10t; vit_tiny_patch16_224 at 32 px; timm's 8-block,
+64-dim ``test_vit2`` with average pooling for prompt runs), random init and 90 images of
+oriented stripes, so the whole file stays well under a minute.
 """
 
 import copy
@@ -53,7 +54,7 @@ def small_model(name: str) -> ClassifierModel:
 @functools.cache
 def _template(name: str) -> ClassifierModel:
     torch.manual_seed(0)
-    sized = {"img_size": 32} if name.startswith("vit_") else {}
+    sized = {"img_size": 32} if "vit" in name else {}
     backbone = timm.create_model(name, num_classes=0, in_chans=1, **sized)
     return ClassifierModel(backbone, 3, mean=(0.5,), std=(0.25,))
 
@@ -153,21 +154,26 @@ def test_lora_run_exports_a_plain_graph_that_matches_its_checkpoint(stripes_data
 # ----------------------------------------------------------------------------- prompt
 @pytest.mark.parametrize("depth", ["shallow", "deep"])
 def test_prompts_train_alone_and_are_removed_before_pooling(depth):
-    model = small_model("vit_tiny_patch16_224")
+    model = small_model("test_vit2")  # global average pooling: stray prompts would count
     plan = build_prompt_plan(model, 1e-3, 0.05, {"prompt_tokens": 3, "prompt_depth": depth})
+    vit = model.backbone.vit
     assert isinstance(model.backbone, PromptedViT)
-    layers = len(model.backbone.vit.blocks) if depth == "deep" else 1
-    assert model.backbone.prompt_tokens.shape == (layers, 3, 192)
+    layers = len(vit.blocks) if depth == "deep" else 1
+    assert model.backbone.prompt_tokens.shape == (layers, 3, 64)
     trainable, _ = parameter_counts(model)
-    assert trainable == layers * 3 * 192 + 192 * 3 + 3
+    assert trainable == layers * 3 * 64 + 64 * 3 + 3
+    seen = []
+    vit.blocks[0].register_forward_pre_hook(lambda m, args: seen.append(args[0].shape[1]))
+    vit.norm.register_forward_pre_hook(lambda m, args: seen.append(args[0].shape[1]))
     x = torch.randint(0, 256, (2, 1, 32, 32), dtype=torch.uint8)
     model(x).sum().backward()
+    tokens = 1 + (32 // 16) ** 2  # register token + patches
+    assert seen == [tokens + 3, tokens]
     grad = model.backbone.prompt_tokens.grad
     assert grad is not None and bool((grad.abs().sum(dim=(1, 2)) > 0).all())
-    assert model.backbone(model.normalize(x)).shape == (2, 192)
     # checkpoints use the plain ViT names: a plain model loads them
     state = plan.checkpoint_state(model)
-    assert "backbone.prompt_tokens" in state and "backbone.cls_token" in state
+    assert "backbone.prompt_tokens" in state and "backbone.reg_token" in state
     missing, unexpected = plan.load_checkpoint_state(model, state)
     assert missing == [] and unexpected == []
 
@@ -179,13 +185,13 @@ def test_prompt_run_exports_with_parity(stripes_data, tmp_path):
             stripes_data,
             tmp_path,
             strategy="prompt",
-            backbone="vit_tiny_patch16_224",
+            backbone="test_vit2",
             epochs=1,
             prompt_tokens=4,
         ),
     )
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["trainable_params"] == 4 * 192 + 192 * 3 + 3
+    assert metrics["trainable_params"] == 4 * 64 + 64 * 3 + 3
     assert parity(run)["max_abs_diff"] < 1e-4
 
 
