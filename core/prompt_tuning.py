@@ -48,7 +48,12 @@ class PromptedViT(nn.Module):
     def n_tokens(self) -> int:
         return self.prompt_tokens.shape[1]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    @property
+    def num_prefix_tokens(self) -> int:
+        return self.vit.num_prefix_tokens
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Normed tokens as timm's ``forward_features`` returns them (prompts removed)."""
         vit = self.vit
         x = vit.patch_embed(x)
         x = vit._pos_embed(x)
@@ -62,8 +67,13 @@ class PromptedViT(nn.Module):
                 x = torch.cat([x[:, :start], prompts, rest], dim=1)
             x = block(x)
         x = torch.cat([x[:, :start], x[:, start + n :]], dim=1)
-        x = vit.norm(x)
-        return vit.forward_head(x)
+        return vit.norm(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return self.vit.forward_head(x, pre_logits=pre_logits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
 
 
 class PromptPlan(StrategyPlan):
