@@ -78,6 +78,7 @@ def run_dir(scans, tmp_path_factory) -> Path:
     assert tree_hash(scans) == before, "tl run modified the input data"
     run = Path(proc.stdout.strip().splitlines()[-1])
     assert run.parent == out and run.name.startswith("medical-")
+    (out / "tl-run.log").write_text(proc.stdout + proc.stderr)  # the console, for privacy checks
     return run
 
 
@@ -140,11 +141,22 @@ def test_no_dicom_identifier_leaves_the_data(run_dir, scans):
         ds = pydicom.dcmread(file, stop_before_pixels=True)
         identifiers |= {str(ds.PatientID), str(ds.PatientName), str(ds.PatientBirthDate)}
     identifiers.discard("")
-    for file in run_dir.rglob("*"):
-        if file.is_file():
+    # every DICOM carries a name, a birth date and an ID (else this test proves nothing)
+    assert len(identifiers) >= 3 and any("^" in i for i in identifiers)
+    # plus the parts of a name (DOE^JANE → DOE, JANE), in UTF-8 and UTF-16 (binary files)
+    identifiers |= {part for i in identifiers if "^" in i for part in i.split("^") if len(part) > 3}
+    preds = run_dir.parent / "privacy-predictions.csv"
+    proc = tl("predict", str(run_dir), "--data", str(scans), "--out", str(preds))
+    console = proc.stdout + proc.stderr + (run_dir.parent / "tl-run.log").read_text()
+    files = [f for f in run_dir.rglob("*") if f.is_file()] + [preds]
+    assert any(f.name == "model.onnx" for f in files) and any("tfevents" in f.name for f in files)
+    assert any(f.suffix == ".safetensors" for f in files)
+    for ident in identifiers:
+        assert ident not in console, f"{ident} in the console output"
+        for file in files:
             blob = file.read_bytes()
-            for ident in identifiers:
-                assert ident.encode() not in blob, f"{ident} found in {file.name}"
+            for encoded in (ident.encode(), ident.encode("utf-16-le")):
+                assert encoded not in blob, f"{ident} found in {file.name}"
 
 
 def test_predict_and_evaluate_run_without_torch(run_dir, scans, tmp_path):
