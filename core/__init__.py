@@ -24,6 +24,7 @@ _LAZY = {
     "ClassifierModel": "models",
     "seed_everything": "seeding",
     "PretrainTask": "pretrain",
+    "image_pretrain_task": "image_pretrain",
     "to_device": "trainer",
     "classification_metrics": "metrics",
     "expected_calibration_error": "metrics",

@@ -30,11 +30,11 @@ def test_attacks_stay_in_the_epsilon_ball_and_raise_the_loss():
 def test_adversarial_run_reports_robust_accuracy_and_exports(toy_data, tmp_path):
     run = run_plugin(
         ToyPlugin(),
-        toy_options(toy_data, tmp_path, epochs=2, adversarial="pgd", epsilon=0.03, pgd_steps=1),
+        toy_options(toy_data, tmp_path, epochs=1, adversarial="fgsm", epsilon=0.03),
     )
     metrics = json.loads((run / "metrics.json").read_text())
     adv = metrics["adversarial"]
-    assert adv["attack"] == "pgd" and adv["epsilon"] == pytest.approx(0.03)
+    assert adv["attack"] == "fgsm" and adv["epsilon"] == pytest.approx(0.03)
     for side in (adv, adv["plain"]):
         assert 0 <= side["robust_accuracy"] <= side["clean_accuracy"] <= 1
     assert adv["clean_accuracy"] == pytest.approx(metrics["accuracy"])

@@ -15,11 +15,11 @@ from toy_plugin import ToyPlugin, toy_options
 @pytest.fixture(scope="module")
 def teacher(toy_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("teacher")
-    return run_plugin(ToyPlugin(), toy_options(toy_data, out, epochs=3, backbone="resnet18"))
+    return run_plugin(ToyPlugin(), toy_options(toy_data, out, epochs=2, backbone="resnet18"))
 
 
 def test_distilled_student_is_smaller_exported_and_compared(teacher, tmp_path):
-    flags = {"student": "resnet10t", "epochs": 3, "out": str(tmp_path), "alpha": 0.7}
+    flags = {"student": "resnet10t", "epochs": 2, "out": str(tmp_path), "alpha": 0.7}
     run = distill_run(teacher, flags, plugin=ToyPlugin())
     assert run.parent == tmp_path
     metrics = json.loads((run / "metrics.json").read_text())
@@ -29,7 +29,7 @@ def test_distilled_student_is_smaller_exported_and_compared(teacher, tmp_path):
     assert d["student"]["onnx_bytes"] < d["teacher"]["onnx_bytes"]
     assert d["student"]["latency_batch1"]["median_ms"] > 0
     assert metrics["onnx_parity"]["max_abs_diff"] < 1e-4
-    assert metrics["accuracy"] > 0.6  # chance is 1/3
+    assert metrics["accuracy"] > 0.5  # chance is 1/3
     assert (run / "splits.csv").read_text() == (teacher / "splits.csv").read_text()
     report = (run / "report.md").read_text()
     assert report.startswith("# tl distill") and "Teacher vs student" in report

@@ -8,8 +8,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from tl.core import ConfigError, DataError
-from tl.core.image_pretrain import image_pretrain_task
+from tl.core import ConfigError, DataError, image_pretrain_task
 
 from .dataset_index import scan
 from .loading import DEFAULT_IMAGE_SIZE, load_dataset, parse_window
