@@ -213,7 +213,9 @@ def wrap_task(task: Any, plugin: Any, options: dict[str, Any], model: nn.Module)
     """The trainer's task for ``tl run``: adversarial when ``--adversarial`` is set."""
     if not options.get("adversarial"):
         return task
-    return AdversarialTask(task, plugin, options, model)
+    wrapped = AdversarialTask(task, plugin, options, model)
+    model.supports_feature_cache = False  # attacks need pixels, not cached features
+    return wrapped
 
 
 def compare_plain(

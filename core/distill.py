@@ -216,6 +216,7 @@ def distill_run(
     spec = BackboneSpec(name=student_name, weights=options["weights"], options=options)
     student = plugin.build_model(spec, data, options)
     _check_classifier(student, "student")
+    student.supports_feature_cache = False  # the teacher needs pixels, not cached features
     loaded: dict[str, Any] = {}
     if spec.tl_weights is not None:
         summary = load_tl_weights(student, spec.tl_weights)
