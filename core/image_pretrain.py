@@ -34,16 +34,21 @@ METHODS = ("simclr", "supervised")
 
 class BatchAugment(nn.Module):
     """Random resized crop + rotation + translation (one affine warp) and brightness /
-    contrast jitter + noise, per image of a ``[0, 255]`` batch (N, C, H, W)."""
+    contrast jitter + noise, per image of a ``[0, 255]`` batch (N, C, H, W).
+
+    The defaults are mild on purpose: with SimCLR's usual strength (crops down to 8 % of the
+    area, strong jitter) the NT-Xent loss of a small CPU run stays at chance for the
+    first hundred steps; with these it falls within tens of steps, and a lesion stays in
+    view of both crops."""
 
     def __init__(
         self,
-        scale: tuple[float, float] = (0.5, 1.0),
-        ratio: tuple[float, float] = (3 / 4, 4 / 3),
-        degrees: float = 10.0,
-        brightness: float = 0.2,
-        contrast: float = 0.25,
-        noise: float = 3.0,
+        scale: tuple[float, float] = (0.7, 1.0),
+        ratio: tuple[float, float] = (4 / 5, 5 / 4),
+        degrees: float = 5.0,
+        brightness: float = 0.1,
+        contrast: float = 0.1,
+        noise: float = 2.0,
         flip: bool = False,
     ) -> None:
         super().__init__()
