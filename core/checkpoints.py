@@ -27,9 +27,23 @@ LoadFn = Callable[[nn.Module, dict[str, torch.Tensor]], tuple[list[str], list[st
 
 
 def state_dict_for_saving(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Contiguous CPU copies; tied tensors are saved once per name (safetensors needs that)."""
+    """Contiguous CPU tensors, each with storage of its own (safetensors needs that): a
+    tensor that already owns its whole storage is used as is, views and tied tensors are
+    copied — cloning everything costs a full model copy per checkpoint."""
     model = getattr(model, "module", model)
-    return {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    out: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    for key, value in model.state_dict().items():
+        value = value.detach().cpu().contiguous()
+        storage = value.untyped_storage()
+        whole = value.data_ptr() == storage.data_ptr() and storage.nbytes() == (
+            value.numel() * value.element_size()
+        )
+        if not whole or storage.data_ptr() in seen:
+            value = value.clone()
+        seen.add(value.untyped_storage().data_ptr())
+        out[key] = value
+    return out
 
 
 def save_weights(

@@ -42,8 +42,9 @@ def trained_model(workdir: Path) -> Path:
     from tl.core.run import run_plugin
 
     plugin = load_plugin("fraud")
-    data = plugin.demo(workdir / "data", size="small", seed=0)
+    data = plugin.demo(workdir / "data", size="small", seed=0) / "new_market.csv"
     options = {"data": str(data), "weights": "none", "epochs": 1, "device": "cpu"}
+    options.update(target="is_fraud", time_column="ts", drop=("transaction_id", "card_id"))
     options["out"] = str(workdir / "runs")
     return run_plugin(plugin, options, ProgressReporter(stream=io.StringIO()))
 
