@@ -5,8 +5,9 @@
 
 Without a model, a one-epoch `tl run fraud` on the small demo data makes one first.
 ``--full``: 2000 single-row calls and 20 batches. `main()` returns the shared bench record:
-ours = single-row p99 latency (ms, ONNX call), baseline = the budget ``--budget-ms`` (10);
-target ratio ≤ 1.
+ours = single-row median latency (ms, ONNX call), baseline = the budget ``--budget-ms``
+(2); target ratio ≤ 1. p99 is reported too but not judged: on a shared CPU it measures the
+scheduler more than the model.
 
 Without ``--data`` the rows are generated with the demo generator (new-market shape).
 Encoding (vocabulary lookup, datetime parts) is timed separately from the ONNX call, so the
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--single", type=int, default=300)
     parser.add_argument("--batches", type=int, default=5)
-    parser.add_argument("--budget-ms", type=float, default=10.0)
+    parser.add_argument("--budget-ms", type=float, default=2.0)
     parser.add_argument("--full", action="store_true", help="2000 single rows, 20 batches")
     args = parser.parse_args(argv)
     if args.full:
@@ -114,7 +115,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         model.run(feeds)
     throughput = args.batches * batch / (time.perf_counter() - t0)
 
-    p99 = percentile_ms(single, 99)
+    p50, p99 = percentile_ms(single, 50), percentile_ms(single, 99)
     print(
         json.dumps(
             {
@@ -136,8 +137,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         file=sys.stderr,
     )
     return result(
-        "fraud_latency", p99, args.budget_ms, p99 / args.budget_ms, "<= 1 (p99/budget)",
-        p99 <= args.budget_ms, unit="ms", rows_per_second_batch_4096=round(throughput),
+        "fraud_latency", p50, args.budget_ms, p50 / args.budget_ms, "<= 1 (p50/budget)",
+        p50 <= args.budget_ms, unit="ms", p99_ms=round(p99, 3),
+        rows_per_second_batch_4096=round(throughput),
     )  # fmt: skip
 
 
