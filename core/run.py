@@ -309,7 +309,8 @@ def run_plugin(
     reporter.log(f"ONNX parity: max abs diff {parity['max_abs_diff']:.2e}, agreement {agreement}")
     write_json_atomic(run_dir / "metrics.json", metrics_json)
 
-    sections = plugin.report(run_dir, metrics_json, data, model) + report_sections(metrics_json)
+    sections = list(plugin.report(run_dir, metrics_json, data, model) or [])
+    sections += report_sections(metrics_json)
     write_report(
         run_dir,
         plugin,
