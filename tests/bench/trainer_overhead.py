@@ -68,9 +68,12 @@ def plain_loop(model: nn.Module, train, val, epochs: int, batch_size: int, lr: f
     warmup = int(0.1 * steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
-        lambda s: (s + 1) / warmup
-        if warmup and s < warmup
-        else 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, (s - warmup) / (steps - warmup)))),
+        lambda s: (
+            (s + 1) / warmup
+            if warmup and s < warmup
+            else 0.01
+            + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, (s - warmup) / (steps - warmup))))
+        ),
     )
     generator = torch.Generator().manual_seed(0)
     for _ in range(epochs):
