@@ -87,8 +87,10 @@ def test_config_reproduces_the_run(toy_run, tmp_path):
     again = run_plugin(ToyPlugin(), {"config": str(toy_run / "config.yaml"), "out": str(tmp_path)})
     first = json.loads((toy_run / "metrics.json").read_text())
     second = json.loads((again / "metrics.json").read_text())
-    assert second["accuracy"] == pytest.approx(first["accuracy"])
     assert again != toy_run
+    timing = {"train_seconds", "onnx_parity"}
+    same = {k: v for k, v in first.items() if k not in timing}
+    assert {k: second[k] for k in same} == same, "same seed, data and flags: same metrics"
 
 
 def test_run_directories_are_never_reused(toy_data, tmp_path):

@@ -181,6 +181,36 @@ def test_onnx_predictions_match_the_test_predictions_of_the_run(run_dir, scans, 
     assert (joined["p_nodule"] - joined["p_nodule_onnx"]).abs().max() < 1e-3
 
 
+def test_several_processes_predict_with_one_model_at_once(run_dir, scans, tmp_path):
+    outs = [tmp_path / f"preds{k}.csv" for k in range(3)]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tl.cli",
+                "predict",
+                str(run_dir),
+                "--data",
+                str(scans),
+                "--out",
+                str(out),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for out in outs
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err[-2000:]
+    first = pd.read_csv(outs[0])
+    assert len(first) == len(list(scans.rglob("*.dcm"))) + len(list(scans.rglob("*.png")))
+    for out in outs[1:]:
+        pd.testing.assert_frame_equal(pd.read_csv(out), first)
+
+
 def _corrupt_image(root: Path) -> None:
     (root / "normal" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
 
