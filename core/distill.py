@@ -29,7 +29,6 @@ from torch import nn
 from .backbones import BackboneSpec, load_tl_weights
 from .checkpoints import load_weights_into
 from .errors import ConfigError, DataError
-from .export import export_onnx
 from .fileio import write_json_atomic, write_text_atomic
 from .plugin import ReportSection
 from .progress import ProgressReporter
@@ -148,7 +147,7 @@ def distill_run(
     """The whole `tl distill`; returns the new run directory. ``plugin``: the teacher's
     (default: the installed plugin its metrics.json names)."""
     from .registry import load_plugin
-    from .run import evaluate_model, train_config
+    from .run import evaluate_model, export_run, train_config
 
     teacher_dir = Path(teacher_dir).expanduser().resolve()
     files = _teacher_files(teacher_dir)
@@ -258,24 +257,20 @@ def distill_run(
         "total_params": total,
         **metrics,
     }
-    predictions = plugin.predictions(test_outputs, data, export_extra)
-    if predictions is not None:
-        write_text_atomic(run_dir / "test_predictions.csv", predictions.to_csv(index=False))
-
-    reporter.log("exporting ONNX and checking parity with PyTorch")
-    export = plugin.export_spec(student.cpu().eval(), data, {**export_extra, "run_dir": run_dir})
-    core_meta = {
-        "plugin": plugin.name,
-        "plugin_version": plugin.version,
-        "api_version": plugin.api_version,
-        "task": data.task or plugin.task,
-        "backbone": student_name,
-        "strategy": "distill",
-        "labels": data.labels,
-        "distilled_from": teacher_cfg["backbone"],
-        **export.metadata,
-    }
-    metrics_json["onnx_parity"] = export_onnx(export, run_dir / "model.onnx", core_meta)
+    metrics_json["onnx_parity"], export = export_run(
+        plugin,
+        student,
+        data,
+        test_outputs,
+        export_extra,
+        run_dir,
+        reporter,
+        {
+            "backbone": student_name,
+            "strategy": "distill",
+            "distilled_from": teacher_cfg["backbone"],
+        },
+    )
 
     reporter.log("measuring onnxruntime CPU latency (batch of 1) of teacher and student")
     first = export.batches[0]

@@ -17,7 +17,7 @@ from .backbones import BackboneSpec, load_tl_weights
 from .errors import ConfigError, TLError
 from .export import export_onnx
 from .fileio import write_json_atomic, write_text_atomic
-from .plugin import Plugin, TLData
+from .plugin import ExportSpec, Plugin, TLData
 from .progress import ProgressReporter
 from .report import write_report
 from .rundir import data_fingerprint, make_run_dir, read_config, write_config, write_manifest
@@ -287,26 +287,16 @@ def run_plugin(
             plugin, data, model, options, run_dir, reporter, trainer.device
         )
 
-    predictions = plugin.predictions(test_outputs, data, export_extra)
-    if predictions is not None:
-        write_text_atomic(run_dir / "test_predictions.csv", predictions.to_csv(index=False))
-
-    reporter.log("exporting ONNX and checking parity with PyTorch")
-    spec = plugin.export_spec(model.cpu().eval(), data, {**export_extra, "run_dir": run_dir})
-    core_meta = {
-        "plugin": plugin.name,
-        "plugin_version": plugin.version,
-        "api_version": plugin.api_version,
-        "task": data.task or plugin.task,
-        "backbone": options["backbone"],
-        "strategy": options["strategy"],
-        "labels": data.labels,
-        **spec.metadata,
-    }
-    metrics_json["onnx_parity"] = export_onnx(spec, run_dir / "model.onnx", core_meta)
-    parity = metrics_json["onnx_parity"]
-    agreement = "n/a" if parity["agreement"] is None else f"{parity['agreement']:.3f}"
-    reporter.log(f"ONNX parity: max abs diff {parity['max_abs_diff']:.2e}, agreement {agreement}")
+    metrics_json["onnx_parity"], _ = export_run(
+        plugin,
+        model,
+        data,
+        test_outputs,
+        export_extra,
+        run_dir,
+        reporter,
+        {"backbone": options["backbone"], "strategy": options["strategy"]},
+    )
     write_json_atomic(run_dir / "metrics.json", metrics_json)
 
     sections = list(plugin.report(run_dir, metrics_json, data, model) or [])
@@ -350,6 +340,38 @@ def _train_only(
     if owns_group:
         dist.cleanup()
     return run_dir
+
+
+def export_run(
+    plugin: Plugin,
+    model: Any,
+    data: TLData,
+    test_outputs: list[Any],
+    export_extra: dict[str, Any],
+    run_dir: Path,
+    reporter: ProgressReporter,
+    meta: dict[str, Any],
+) -> tuple[dict[str, Any], ExportSpec]:
+    """Write test_predictions.csv and model.onnx (tl metadata: core fields, ``meta``, the
+    plugin's own); return the parity figures of the export check and the exported spec."""
+    predictions = plugin.predictions(test_outputs, data, export_extra)
+    if predictions is not None:
+        write_text_atomic(run_dir / "test_predictions.csv", predictions.to_csv(index=False))
+    reporter.log("exporting ONNX and checking parity with PyTorch")
+    spec = plugin.export_spec(model.cpu().eval(), data, {**export_extra, "run_dir": run_dir})
+    core_meta = {
+        "plugin": plugin.name,
+        "plugin_version": plugin.version,
+        "api_version": plugin.api_version,
+        "task": data.task or plugin.task,
+        **meta,
+        "labels": data.labels,
+        **spec.metadata,
+    }
+    parity = export_onnx(spec, run_dir / "model.onnx", core_meta)
+    agreement = "n/a" if parity["agreement"] is None else f"{parity['agreement']:.3f}"
+    reporter.log(f"ONNX parity: max abs diff {parity['max_abs_diff']:.2e}, agreement {agreement}")
+    return parity, spec
 
 
 def _summary_line(plugin: Plugin, metrics: dict[str, Any]) -> str:
