@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import traceback
@@ -247,15 +248,41 @@ def main(argv: list[str] | None = None) -> None:
     except MemoryError:
         click.echo("error: out of memory — lower --batch-size or --image-size", err=True)
         sys.exit(EXIT_USER_ERROR)
-    except Exception as exc:  # an unexpected bug: say so in one line unless --verbose
+    except OSError as exc:
+        fix = _OS_ERROR_FIXES.get(exc.errno or 0)
+        if fix is None:
+            _unexpected(exc)
         if _verbose_requested():
             traceback.print_exc()
-        first = str(exc).splitlines()[0][:200] if str(exc) else ""
         click.echo(
-            f"error: unexpected {type(exc).__name__}: {first} — rerun with --verbose and report it",
-            err=True,
+            f"error: {os.strerror(exc.errno)} ({exc.filename or 'output'}) — {fix}", err=True
         )
-        sys.exit(1)
+        sys.exit(EXIT_USER_ERROR)
+    except Exception as exc:
+        _unexpected(exc)
+
+
+_NO_SPACE = "free disk space and rerun (or --resume RUN_DIR); files already written are intact"
+_NO_ACCESS = "check the permissions, or choose a writable --out"
+_OS_ERROR_FIXES = {
+    errno.ENOSPC: _NO_SPACE,
+    errno.EDQUOT: _NO_SPACE,
+    errno.EROFS: _NO_ACCESS,
+    errno.EACCES: _NO_ACCESS,
+    errno.EPERM: _NO_ACCESS,
+}
+
+
+def _unexpected(exc: BaseException) -> None:
+    """An unexpected bug: say so in one line unless --verbose."""
+    if _verbose_requested():
+        traceback.print_exc()
+    first = str(exc).splitlines()[0][:200] if str(exc) else ""
+    click.echo(
+        f"error: unexpected {type(exc).__name__}: {first} — rerun with --verbose and report it",
+        err=True,
+    )
+    sys.exit(1)
 
 
 if __name__ == "__main__":  # torchrun -m tl.cli.main

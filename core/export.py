@@ -9,6 +9,7 @@ difference above the tolerance fails the run loudly.
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import time
@@ -26,6 +27,7 @@ from .plugin import ExportSpec
 from .runtime import METADATA_KEY
 
 OPSET = 18
+_STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
 def export_onnx(spec: ExportSpec, path: Path, metadata: dict[str, Any]) -> dict[str, Any]:
@@ -41,6 +43,11 @@ def export_onnx(spec: ExportSpec, path: Path, metadata: dict[str, Any]) -> dict[
                 parity = check_parity(tmp, spec)
         except ExportError:
             raise
+        except OSError as exc:
+            if exc.errno in _STORAGE_ERRNOS:  # the disk, not the exporter: no point retrying
+                raise
+            errors.append(f"{exporter}: OSError: {str(exc).splitlines()[0][:200]}")
+            continue
         except Exception as exc:  # exporters raise many types; try the next one
             errors.append(f"{exporter}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
             continue

@@ -210,3 +210,27 @@ def test_many_concurrent_make_run_dir_calls_never_collide(tmp_path):
     with ThreadPoolExecutor(8) as pool:
         made = list(pool.map(lambda _: make_run_dir(tmp_path, "x"), range(32)))
     assert len(set(made)) == 32
+
+
+def test_a_full_disk_during_export_is_one_line_and_leaves_no_partial_model(
+    toy_data, tmp_path, monkeypatch, capsys
+):
+    import tl.core.export as export
+    import tl.core.registry as registry
+    from tl.cli.main import main
+    from toy_plugin import ToyPlugin
+
+    def full_disk(path, metadata):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(export, "_write_metadata", full_disk)
+    monkeypatch.setattr(registry, "load_plugin", lambda name: ToyPlugin())
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "toy", "--data", str(toy_data), *TOY_ARGS, "--epochs", "1",
+              "--out", str(tmp_path)])  # fmt: skip
+    assert exit_info.value.code == 2
+    line = one_line_error(capsys.readouterr().err)
+    assert "No space left on device" in line and "free disk space" in line
+    (run,) = tmp_path.iterdir()
+    assert (run / "checkpoints" / "best.safetensors").exists(), "the trained model is kept"
+    assert not (run / "model.onnx").exists() and not list(run.glob(".*tmp*"))
