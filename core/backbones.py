@@ -204,7 +204,9 @@ def load_tl_weights(model: nn.Module, path: Path, adapt: Any = None) -> dict[str
     """Copy every tensor of tl's weights file whose name and shape match ``model``.
 
     ``adapt(state_dict, meta)`` may rewrite the state dict first (plugin hook). Returns a
-    summary (loaded / skipped names, source metadata). At least one backbone tensor must fit.
+    summary: loaded / skipped names, source metadata, and ``skipped_tensors`` (the tensors
+    that did not fit, for a strategy that adds them later: prompt tokens). At least one
+    backbone tensor must fit.
     """
     from safetensors.torch import load_file
 
@@ -233,7 +235,13 @@ def load_tl_weights(model: nn.Module, path: Path, adapt: Any = None) -> dict[str
     with torch.no_grad():
         for key, tensor in fitting.items():
             own[key].copy_(tensor)
-    return {"source": str(path), "loaded": len(fitting), "skipped": skipped, "meta": meta}
+    return {
+        "source": str(path),
+        "loaded": len(fitting),
+        "skipped": skipped,
+        "skipped_tensors": {k: state[k] for k in skipped},
+        "meta": meta,
+    }
 
 
 def _adapt_input_channels(weight: torch.Tensor, shape: torch.Size) -> torch.Tensor:

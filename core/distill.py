@@ -8,7 +8,10 @@ the teacher's resolved options, and the splits must equal the teacher's ``splits
     alpha · T² · KL(softmax(teacher / T) ‖ softmax(student / T)) + (1 - alpha) · plugin loss
 
 (multi-label: sigmoid targets and binary cross-entropy instead of the softmax KL). The
-teacher runs in eval mode on the same augmented batch as the student. The result is an
+teacher runs in eval mode on the same augmented batch as the student. It is rebuilt the way
+its run built it (`tl.core.run.restore_run_model`: any strategy — a lora run's merged
+weights, a prompt run's tokens, a prototypes run's head) and evaluated again on the test
+split; the report shows those metrics, which equal the run's own. The result is an
 ordinary run directory (``tl predict`` / ``tl evaluate`` / ``--weights`` work on it) whose
 report compares teacher and student: metrics, parameters, ONNX size, onnxruntime CPU latency.
 """
@@ -27,7 +30,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from .backbones import BackboneSpec, load_tl_weights
-from .checkpoints import load_weights_into
 from .errors import ConfigError, DataError
 from .fileio import write_json_atomic, write_text_atomic
 from .plugin import ReportSection
@@ -198,18 +200,7 @@ def distill_run(
     write_text_atomic(run_dir / "splits.csv", data.splits.to_csv(index=False))
     counts = {f"n_{s}": len(getattr(data, s)) for s in ("train", "val", "test")}
 
-    teacher = plugin.build_model(
-        BackboneSpec(teacher_cfg["backbone"], "none", teacher_cfg), data, teacher_cfg
-    )
-    _check_classifier(teacher, "teacher")
-    try:
-        load_weights_into(teacher, files["weights"])
-    except DataError as exc:
-        raise ConfigError(
-            f"the teacher's checkpoint does not fit its own model ({exc.what})",
-            files["weights"],
-            "distill runs of plain strategies (lora/prompt runs are not supported)",
-        ) from exc
+    teacher = _restore_teacher(plugin, data, teacher_cfg, files["weights"])
 
     seed_everything(int(options["seed"]))
     spec = BackboneSpec(name=student_name, weights=options["weights"], options=options)
@@ -239,6 +230,9 @@ def distill_run(
     fit = trainer.fit(student, plan, data.train, data.val, data.collate)
     write_text_atomic(run_dir / "history.csv", pd.DataFrame(fit.history).to_csv(index=False))
     metrics, export_extra, test_outputs = evaluate_model(plugin, data, student, trainer)
+    # the teacher's metrics as rebuilt here: equal to its run's own when the rebuild is right
+    teacher_now, _, _ = evaluate_model(plugin, data, trainer.prepare(teacher), trainer)
+    teacher_matches = _check_teacher_metrics(teacher_now, teacher_metrics, reporter)
     trainable, total = parameter_counts(student)
     teacher_params = sum(p.numel() for p in teacher.parameters())
 
@@ -282,7 +276,9 @@ def distill_run(
         "params": teacher_params,
         "onnx_bytes": files["onnx"].stat().st_size,
         "latency_batch1": onnx_latency(files["onnx"], feeds),
-        **{k: teacher_metrics[k] for k in headline if isinstance(teacher_metrics.get(k), float)},
+        "strategy": teacher_cfg.get("strategy"),
+        "metrics_match_run": teacher_matches,
+        **{k: teacher_now[k] for k in headline if isinstance(teacher_now.get(k), float)},
     }
     student_side = {
         "backbone": student_name,
@@ -330,6 +326,40 @@ def distill_run(
         f"{d['param_ratio']:.0%} of the parameters, {d['speedup']:.2f}× faster on CPU"
     )
     return run_dir
+
+
+def _restore_teacher(plugin: Any, data: Any, config: dict[str, Any], weights: Path) -> nn.Module:
+    """The teacher as its run evaluated and exported it, rebuilt by the run's own path."""
+    from .run import restore_run_model
+
+    try:
+        teacher = restore_run_model(plugin, data, config, weights)
+    except DataError as exc:
+        raise ConfigError(
+            f"the teacher's checkpoint does not fit the model its config.yaml describes "
+            f"(strategy {config.get('strategy')}: {exc.what})",
+            weights,
+            "distill an unchanged run directory, made by this version of tl",
+        ) from exc
+    _check_classifier(teacher, "teacher")
+    return teacher
+
+
+def _check_teacher_metrics(
+    now: dict[str, Any], recorded: dict[str, Any], reporter: ProgressReporter
+) -> bool:
+    """Whether the rebuilt teacher's test metrics are its run's (a warning when not)."""
+    differ = [
+        k
+        for k, v in now.items()
+        if isinstance(v, float)
+        and isinstance(recorded.get(k), float)
+        and not np.isclose(v, recorded[k], rtol=1e-5, atol=1e-6, equal_nan=True)
+    ]
+    if differ:
+        shown = ", ".join(f"{k} {now[k]:.4f} (run: {recorded[k]:.4f})" for k in differ[:3])
+        reporter.log(f"warning: the rebuilt teacher's test metrics differ from its run's: {shown}")
+    return not differ
 
 
 def _check_same_splits(splits: pd.DataFrame, teacher_splits: Path) -> None:

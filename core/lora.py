@@ -113,6 +113,17 @@ class LoraPlan(StrategyPlan):
     def finish(self, model: nn.Module) -> None:
         model.backbone = model.backbone.merge_and_unload()
 
+    def load_finished_state(
+        self, model: nn.Module, state: dict[str, torch.Tensor]
+    ) -> tuple[list[str], list[str]]:
+        # The checkpoint's merged weights are the finished model (bit for bit what `finish`
+        # gave the run); its adapters only serve resume. The frozen base this model was just
+        # built with need not be the run's (--weights, seed), so it is not used.
+        self.finish(model)
+        merged = {k: v for k, v in state.items() if ".lora_" not in k}
+        missing, unexpected = model.load_state_dict(merged, strict=False)
+        return list(missing), list(unexpected)
+
 
 def _plain_name(key: str) -> str | None:
     """Checkpoint name of a LoRA model's state-dict key; None for frozen base weights

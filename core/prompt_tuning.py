@@ -9,8 +9,10 @@ prompts. Only the prompts and the head train.
 The forward pass follows timm's ``VisionTransformer.forward_features`` step by step
 (``patch_embed`` → ``_pos_embed`` → ``patch_drop`` → ``norm_pre`` → blocks → ``norm`` →
 ``forward_head``), so it exports to ONNX like the plain model. Checkpoints keep the plain
-ViT's tensor names (plus ``backbone.prompt_tokens``): ``--weights RUN_DIR`` of a prompt run
-loads into an ordinary model of the same backbone.
+ViT's tensor names (plus ``backbone.prompt_tokens``). ``--weights RUN_DIR`` of a prompt run:
+with ``--strategy prompt`` the tokens are continued (when their depth and count fit); any
+other strategy trains and exports a plain ViT, so it loads the backbone and head and the log
+says that the tokens were skipped (`carry_prompt_tokens`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from .lora import is_vit
 from .strategies import StrategyPlan, _groups_for
 
 _WRAPPED = "backbone.vit."
+PROMPT_KEY = "backbone.prompt_tokens"
 
 
 class PromptedViT(nn.Module):
@@ -97,6 +100,42 @@ def _plain_name(key: str) -> str:
     return "backbone." + key[len(_WRAPPED) :] if key.startswith(_WRAPPED) else key
 
 
+def _describe(tokens: torch.Tensor) -> str:
+    layers, n = tokens.shape[0], tokens.shape[1]
+    return f"{n} {'deep' if layers > 1 else 'shallow'} prompt tokens"
+
+
+def carry_prompt_tokens(
+    model: nn.Module, skipped: dict[str, torch.Tensor], strategy: str
+) -> tuple[bool, str | None]:
+    """Continue the prompt tokens of a ``--weights`` file (which `load_tl_weights` could not
+    place: the plain model has none) in a prompt run's model when their shape fits.
+
+    Returns (loaded, a line for the log); the line is None when the file holds no tokens.
+    """
+    saved = skipped.get(PROMPT_KEY)
+    if saved is None:
+        return False, None
+    backbone = getattr(model, "backbone", None)
+    if not isinstance(backbone, PromptedViT):
+        return False, (
+            f"--weights: the saved {_describe(saved)} are skipped: --strategy {strategy} builds "
+            "a plain ViT (its backbone and head weights are loaded); "
+            "--strategy prompt continues the tokens"
+        )
+    own = backbone.prompt_tokens
+    if own.shape != saved.shape:
+        depth = "deep" if saved.shape[0] > 1 else "shallow"
+        return False, (
+            f"--weights: the saved {_describe(saved)} do not fit this run's {_describe(own)} and "
+            f"start from a fresh init; pass --prompt-tokens {saved.shape[1]} --prompt-depth "
+            f"{depth} to continue them"
+        )
+    with torch.no_grad():
+        own.copy_(saved)
+    return True, f"--weights: continuing the saved {_describe(saved)}"
+
+
 def add_prompts(model: nn.Module, tokens: int = 10, depth: str = "shallow") -> PromptedViT:
     """Freeze ``model.backbone`` (a timm ViT) and wrap it in a `PromptedViT`."""
     backbone = model.backbone
@@ -129,7 +168,7 @@ def build_prompt_plan(
     groups = [
         {
             "name": "prompts",
-            "params": [named["backbone.prompt_tokens"]],
+            "params": [named[PROMPT_KEY]],
             "lr": lr,
             "weight_decay": 0.0,
         }
@@ -138,7 +177,7 @@ def build_prompt_plan(
     plan = PromptPlan(
         name="prompt",
         stages=[],
-        head=["backbone.prompt_tokens", *head],  # always trainable
+        head=[PROMPT_KEY, *head],  # always trainable
         param_groups=[g for g in groups if g["params"]],
         trainable_stages=0,
         notes=[f"{model.backbone.n_tokens} {depth} prompt tokens"],

@@ -40,6 +40,19 @@ class PrototypeHead(nn.Module):
         return F.normalize(features.float(), dim=-1) @ self.prototypes.t() * self.scale
 
 
+def load_prototype_state(
+    model: nn.Module, state: dict[str, torch.Tensor]
+) -> tuple[list[str], list[str]]:
+    """A prototypes run's checkpoint into a freshly built model (its head becomes a
+    `PrototypeHead` of the saved size): (missing, unexpected)."""
+    saved = state.get("head.prototypes")
+    if saved is not None:
+        model.requires_grad_(False)
+        model.head = PrototypeHead(torch.zeros_like(saved))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    return list(missing), list(unexpected)
+
+
 def _check_single_label(data: Any) -> None:
     if getattr(data, "multilabel", False) or getattr(data, "task", "") == "multilabel":
         raise ConfigError(

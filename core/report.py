@@ -67,6 +67,7 @@ def write_report(
             f"{train_info['skipped']} not fitting this model (new head / new inputs) left at their initialisation.",
             "",
         ]
+        parts += [f"{note}.\n" for note in train_info.get("weights_notes", [])]
 
     parts += ["## Test metrics", "", _scalar_table(metrics, _headline_keys(metrics)), ""]
 

@@ -22,7 +22,7 @@ from .progress import ProgressReporter
 from .report import write_report
 from .rundir import data_fingerprint, make_run_dir, read_config, write_config, write_manifest
 from .seeding import seed_everything
-from .strategies import build_plan, parameter_counts, parse_strategy
+from .strategies import StrategyPlan, build_plan, parameter_counts, parse_strategy
 from .trainer import FitResult, TrainConfig, Trainer
 
 DEFAULTS: dict[str, Any] = {
@@ -115,19 +115,73 @@ def resolve_options(plugin: Plugin, options: dict[str, Any]) -> dict[str, Any]:
 
 
 def build_and_load(
-    plugin: Plugin, data: TLData, options: dict[str, Any], weights: str
-) -> tuple[Any, dict[str, Any]]:
+    plugin: Plugin,
+    data: TLData,
+    options: dict[str, Any],
+    weights: str,
+    reporter: ProgressReporter | None = None,
+) -> tuple[Any, StrategyPlan | None, dict[str, Any]]:
+    """The model as a run trains it: the plugin's model, the tensors of tl's ``weights`` file
+    that fit, then the strategy's plan (None for prototypes, which has none), which may take
+    saved tensors only it has a place for (prompt tokens)."""
     spec = BackboneSpec(name=options["backbone"], weights=weights, options=options)
     model = plugin.build_model(spec, data, options)
     loaded: dict[str, Any] = {"weights": weights}
+    skipped_tensors: dict[str, Any] = {}
     tl_file = spec.tl_weights
     if tl_file is not None:
         summary = load_tl_weights(
             model, tl_file, adapt=lambda state, meta: plugin.adapt_weights(state, meta, model, data)
         )
+        skipped_tensors = summary.pop("skipped_tensors")
         loaded.update({k: v for k, v in summary.items() if k != "meta"})
         loaded["skipped"] = len(summary["skipped"])
-    return model, loaded
+    plan = make_plan(model, options)
+    if skipped_tensors:
+        from .prompt_tuning import carry_prompt_tokens
+
+        carried, note = carry_prompt_tokens(model, skipped_tensors, str(options["strategy"]))
+        if carried:
+            loaded["loaded"] += 1
+            loaded["skipped"] -= 1
+        if note:
+            loaded["weights_notes"] = [note]
+            if reporter is not None:
+                reporter.log(note)
+    return model, plan, loaded
+
+
+def make_plan(model: Any, options: dict[str, Any]) -> StrategyPlan | None:
+    """``options["strategy"]`` applied to ``model``; None for prototypes (no optimizer: its
+    head is computed, not trained)."""
+    if parse_strategy(options["strategy"])[0] == "prototypes":
+        return None
+    return build_plan(
+        model,
+        options["strategy"],
+        lr=float(options["lr"]),
+        weight_decay=float(options["weight_decay"]),
+        layer_decay=float(options["layer_decay"]),
+        unfreeze_every=int(options["unfreeze_every"]),
+        options=options,
+    )
+
+
+def restore_run_model(
+    plugin: Plugin, data: TLData, options: dict[str, Any], checkpoint: Path
+) -> Any:
+    """A finished run's model as it evaluated and exported it: built the way the run built
+    it (`build_and_load` with the run's resolved ``options``), then every tensor of its
+    ``checkpoint`` loaded (lora: the merged weights; prompt: with the tokens; prototypes:
+    the prototype head). Raises `tl.core.errors.DataError` when the checkpoint does not fit."""
+    from .checkpoints import load_weights_into
+    from .prototypes import load_prototype_state
+
+    model, plan, _ = build_and_load(plugin, data, options, "none")
+    load_weights_into(
+        model, checkpoint, plan.load_finished_state if plan is not None else load_prototype_state
+    )
+    return model.eval()
 
 
 def train_one(
@@ -141,19 +195,7 @@ def train_one(
     tensorboard: bool = True,
 ) -> tuple[Any, FitResult, dict[str, Any], Trainer]:
     seed_everything(int(options["seed"]))
-    model, loaded = build_and_load(plugin, data, options, weights)
-    # prototypes: no optimizer, no plan — the head is computed, not trained
-    plan = None
-    if parse_strategy(options["strategy"])[0] != "prototypes":
-        plan = build_plan(
-            model,
-            options["strategy"],
-            lr=float(options["lr"]),
-            weight_decay=float(options["weight_decay"]),
-            layer_decay=float(options["layer_decay"]),
-            unfreeze_every=int(options["unfreeze_every"]),
-            options=options,
-        )
+    model, plan, loaded = build_and_load(plugin, data, options, weights, reporter)
     trainable, total = parameter_counts(model)
     info = {
         **loaded,

@@ -79,6 +79,15 @@ class StrategyPlan:
     def finish(self, model: nn.Module) -> None:
         """After training, before evaluation and export (lora merges its adapters here)."""
 
+    def load_finished_state(
+        self, model: nn.Module, state: dict[str, torch.Tensor]
+    ) -> tuple[list[str], list[str]]:
+        """A finished run's checkpoint into the freshly built model, which ends as the run
+        evaluated and exported it (`finish` applied): (missing, unexpected)."""
+        missing, unexpected = self.load_checkpoint_state(model, state)
+        self.finish(model)
+        return missing, unexpected
+
     def train_mode(self, model: nn.Module) -> None:
         """``model.train()``, but fully frozen backbone parts stay in eval mode
         (BatchNorm running statistics and dropout of frozen layers do not change)."""

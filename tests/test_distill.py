@@ -35,6 +35,31 @@ def test_distilled_student_is_smaller_exported_and_compared(teacher, tmp_path):
     assert report.startswith("# tl distill") and "Teacher vs student" in report
 
 
+TEACHERS = {
+    "lora": {"backbone": "resnet18", "strategy": "lora", "lora_rank": 4, "epochs": 2},
+    "prompt": {"backbone": "test_vit2", "strategy": "prompt", "prompt_tokens": 4, "epochs": 2},
+    "prototypes": {"backbone": "resnet10t", "strategy": "prototypes", "shots": 10},
+}
+
+
+@pytest.mark.parametrize("strategy", list(TEACHERS))
+def test_teachers_of_every_strategy_are_rebuilt_as_their_run_evaluated_them(
+    strategy, toy_data, tmp_path
+):
+    options = toy_options(toy_data, tmp_path / "teacher", **TEACHERS[strategy])
+    teacher_run = run_plugin(ToyPlugin(), options)
+    flags = {"student": "resnet10t", "epochs": 1, "out": str(tmp_path / "student")}
+    run = distill_run(teacher_run, flags, plugin=ToyPlugin())
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["onnx_parity"]["max_abs_diff"] < 1e-4
+    teacher = metrics["distillation"]["teacher"]
+    own = json.loads((teacher_run / "metrics.json").read_text())
+    assert teacher["strategy"] == strategy and teacher["metrics_match_run"]
+    headline = ["accuracy", "balanced_accuracy", "macro_f1", "auroc", "ece"]
+    assert {k: teacher[k] for k in headline} == {k: own[k] for k in headline}
+    assert "differ from its run" not in (run / "log.txt").read_text()
+
+
 def test_changed_data_is_refused(teacher, tmp_path):
     (teacher / "splits.csv").write_text(
         (teacher / "splits.csv").read_text().replace("train", "val", 1)

@@ -8,19 +8,23 @@ oriented stripes, so the whole file stays well under a minute.
 import copy
 import functools
 import json
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 import timm
 import torch
+from safetensors.torch import load_file
 from tl.core import ClassifierModel, ConfigError
 from tl.core.backbones import BackboneSpec, load_tl_weights
 from tl.core.checkpoints import save_weights
 from tl.core.lora import build_lora_plan, resolve_targets
+from tl.core.progress import ProgressReporter
 from tl.core.prompt_tuning import PromptedViT, build_prompt_plan
 from tl.core.prototypes import fit_prototypes, select_shots
-from tl.core.run import run_plugin
+from tl.core.run import build_and_load, resolve_options, run_plugin
+from tl.core.seeding import seed_everything
 from tl.core.strategies import parameter_counts
 from toy_plugin import SIZE, ToyPlugin, toy_options
 
@@ -193,6 +197,45 @@ def test_prompt_run_exports_with_parity(stripes_data, tmp_path):
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["trainable_params"] == 4 * 64 + 64 * 3 + 3
     assert parity(run)["max_abs_diff"] < 1e-4
+
+
+def test_weights_of_a_prompt_run_continue_its_tokens(stripes_data, tmp_path):
+    """run A (prompt) → run B --weights A --strategy prompt starts from A's trained tokens;
+    another strategy loads the plain ViT and says that the tokens were skipped."""
+    plugin = ToyPlugin()
+    prompt = {"strategy": "prompt", "backbone": "test_vit2", "prompt_tokens": 4}
+    run_a = run_plugin(plugin, toy_options(stripes_data, tmp_path / "a", epochs=1, **prompt))
+    trained = load_file(str(run_a / "checkpoints" / "best.safetensors"))["backbone.prompt_tokens"]
+
+    def start_of(weights: str, **overrides) -> tuple[torch.Tensor, dict, list[str]]:
+        options = resolve_options(plugin, toy_options(stripes_data, tmp_path, **prompt))
+        options.update(weights=weights, **overrides)
+        data = plugin.load(Path(options["data"]), options)
+        seed_everything(0)
+        lines: list[str] = []
+        reporter = ProgressReporter(enabled=False)
+        reporter.log = lines.append
+        model, _, loaded = build_and_load(plugin, data, options, weights, reporter)
+        return model.state_dict().get("backbone.prompt_tokens"), loaded, lines
+
+    fresh, _, _ = start_of("none")
+    for weights in (run_a, run_a / "checkpoints" / "best.safetensors"):
+        tokens, loaded, lines = start_of(str(weights))
+        assert torch.equal(tokens, trained) and not torch.equal(tokens, fresh)
+        assert bool(trained.abs().sum() > 0) and loaded["skipped"] == 0
+        assert lines == ["--weights: continuing the saved 4 shallow prompt tokens"]
+
+    tokens, _, lines = start_of(str(run_a), prompt_tokens=6)  # a shape that does not fit
+    assert not torch.equal(tokens[:, :4], trained)
+    assert "pass --prompt-tokens 4 --prompt-depth shallow" in lines[0]
+    tokens, loaded, lines = start_of(str(run_a), strategy="full")
+    assert tokens is None and loaded["skipped"] == 1
+    assert lines[0].startswith("--weights: the saved 4 shallow prompt tokens are skipped")
+
+    options = toy_options(stripes_data, tmp_path / "b", epochs=1, **prompt)
+    run_b = run_plugin(plugin, {**options, "weights": str(run_a)})
+    assert "continuing the saved 4 shallow prompt tokens" in (run_b / "log.txt").read_text()
+    assert parity(run_b)["max_abs_diff"] < 1e-4
 
 
 def test_prompt_on_a_cnn_exits_2_with_one_line(stripes_data, tmp_path, monkeypatch, capsys):
