@@ -25,6 +25,7 @@ _LAZY = {
     "seed_everything": "seeding",
     "PretrainTask": "pretrain",
     "image_pretrain_task": "image_pretrain",
+    "BatchAugment": "image_pretrain",
     "to_device": "trainer",
     "classification_metrics": "metrics",
     "expected_calibration_error": "metrics",

@@ -26,7 +26,7 @@ from torch.utils.data import Dataset
 
 from .backbones import BackboneSpec, create_backbone, data_config
 from .errors import ConfigError, DataError
-from .models import ClassifierModel, ImageNormalize
+from .models import ClassifierModel, ImageNormalize, feature_dim
 from .pretrain import PretrainTask
 
 METHODS = ("simclr", "supervised")
@@ -102,7 +102,7 @@ class ContrastiveModel(nn.Module):
         self.normalize = ImageNormalize(mean, std)
         self.backbone = backbone
         self.head = nn.Sequential(
-            nn.Linear(backbone.num_features, hidden),
+            nn.Linear(feature_dim(backbone), hidden),
             nn.BatchNorm1d(hidden),
             nn.ReLU(inplace=True),
             nn.Linear(hidden, out),

@@ -25,6 +25,12 @@ class ImageNormalize(nn.Module):
         return (x.float() - self.mean) / self.std
 
 
+def feature_dim(backbone: nn.Module) -> int:
+    """Width of a ``num_classes=0`` timm model's output: ``head_hidden_size`` where a
+    pre-logits layer follows the pooling (MobileNetV3's ``conv_head``), else ``num_features``."""
+    return int(getattr(backbone, "head_hidden_size", None) or backbone.num_features)
+
+
 class ClassifierModel(nn.Module):
     """``normalize`` → ``backbone`` (timm, ``num_classes=0``: pooled features) → ``head``.
 
@@ -44,7 +50,7 @@ class ClassifierModel(nn.Module):
         self.normalize = ImageNormalize(mean, std) if mean is not None else nn.Identity()
         self.backbone = backbone
         self.head = nn.Sequential(
-            nn.Dropout(dropout), nn.Linear(backbone.num_features, num_outputs)
+            nn.Dropout(dropout), nn.Linear(feature_dim(backbone), num_outputs)
         )
 
     def features(self, x: torch.Tensor) -> torch.Tensor:

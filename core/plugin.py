@@ -21,6 +21,7 @@ Life of ``tl run PLUGIN``  (driven by ``tl.core.run``):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -77,6 +78,8 @@ class ExportSpec:
     ``compare`` names the outputs whose max abs difference is checked against
     ``tolerance`` and ``agreement_output`` the one whose argmax (or >0.5 for one column)
     must agree. ``metadata`` lands in ``metadata_props["tl"]`` next to core fields.
+    ``canonical(name, array)``, when given, puts both sides of a compared output into one
+    order first (a detector's rows by box, not by scores that tie within float error).
     """
 
     module: Any
@@ -88,6 +91,7 @@ class ExportSpec:
     compare: list[str] | None = None
     agreement_output: str | None = None
     tolerance: float = 1e-3
+    canonical: Callable[[str, Any], Any] | None = None
 
 
 class Plugin:

@@ -50,6 +50,29 @@ class DrivingPlugin(Plugin):
             click.Option(["--head-channels"], type=int, help="FPN/head width (default 64)."),
         ]
 
+    def pretrain_options(self) -> list[click.Option]:
+        return [
+            click.Option(
+                ["--method"],
+                type=click.Choice(["auto", "simclr", "supervised"]),
+                help="simclr: self-supervised on every image under --data (labels ignored); "
+                "supervised: detection on a labelled dataset; auto (default): supervised when "
+                "--data has labels (YOLO labels/ or data.yaml, COCO JSON, KITTI), else simclr.",
+            ),
+            click.Option(
+                ["--image-size"],
+                type=int,
+                help="Letterbox width, a multiple of 32; use the same for `tl run`.",
+            ),
+            click.Option(
+                ["--ssl-temperature"], type=float, help="simclr: NT-Xent temperature (0.2)."
+            ),
+            click.Option(["--head-channels"], type=int, help="supervised: FPN/head width (64)."),
+            click.Option(
+                ["--skip-bad/--no-skip-bad"], default=None, help="Skip (and count) bad images."
+            ),
+        ]
+
     def predict_options(self) -> list[click.Option]:
         return [
             click.Option(
@@ -135,8 +158,13 @@ class DrivingPlugin(Plugin):
     def adapt_weights(
         self, state_dict: dict[str, Any], source_meta: dict[str, Any], model: Any, data: TLData
     ) -> dict[str, Any]:
+        from .backbone_weights import architecture, to_feature_backbone
+        from .model import feature_indices
         from .training import adapt_class_rows
 
+        name = architecture(model)
+        if name is not None:
+            state_dict = to_feature_backbone(state_dict, model, name, feature_indices(name))
         return adapt_class_rows(state_dict, source_meta, model, data.labels)
 
     # -------------------------------------------------------------- export
@@ -168,7 +196,15 @@ class DrivingPlugin(Plugin):
 
     # ------------------------------------------------------------ pretrain
     def pretrain_task(self, spec: Any, path: Path, options: dict[str, Any]) -> Any:
-        """Supervised detection pretraining on a source domain (e.g. the day scenes)."""
+        """SimCLR on unlabelled images, or supervised detection on a labelled source domain
+        (e.g. the day scenes); ``--method auto`` picks by whether ``path`` has labels."""
+        from .pretrain import resolve_method, simclr_task
+
+        if resolve_method(Path(path), options.get("method")) == "simclr":
+            return simclr_task(spec, Path(path), options)
+        return self._detection_pretrain_task(spec, Path(path), options)
+
+    def _detection_pretrain_task(self, spec: Any, path: Path, options: dict[str, Any]) -> Any:
         from tl.core import PretrainTask
 
         data = self.load(Path(path), options)
