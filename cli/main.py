@@ -55,6 +55,9 @@ def _plugin_command(plugin: Any, action: str) -> click.Command:
         from tl.core.run import pretrain_plugin, run_plugin
 
         options.pop("verbose", None)
+        if options.get("config"):
+            options = {**config_values(click.get_current_context().command, options["config"]),
+                       **{k: v for k, v in options.items() if v is not None and k != "config"}}  # fmt: skip
         devices = options.pop("devices", None)
         if devices and devices > 1 and "WORLD_SIZE" not in os.environ:
             from tl.core.distributed import launch, strip_devices
@@ -237,6 +240,9 @@ def main(argv: list[str] | None = None) -> None:
             "error: interrupted (Ctrl-C) — rerun, or continue with --resume RUN_DIR", err=True
         )
         sys.exit(130)
+    except click.UsageError as exc:
+        click.echo(usage_error_line(exc), err=True)
+        sys.exit(EXIT_USER_ERROR)
     except click.ClickException as exc:
         exc.show()
         sys.exit(EXIT_USER_ERROR if exc.exit_code in (1, 2) else exc.exit_code)
@@ -271,6 +277,43 @@ _OS_ERROR_FIXES = {
     errno.EACCES: _NO_ACCESS,
     errno.EPERM: _NO_ACCESS,
 }
+
+
+def config_values(command: click.Command, path: Path) -> dict[str, Any]:
+    """A --config file's values, checked and converted by the same click types as the flags.
+
+    Keys that are not options of ``command`` are kept as they are (a run's own config.yaml
+    also records e.g. the plugin name)."""
+    from tl.core import ConfigError
+    from tl.core.rundir import read_config
+
+    params = {p.name: p for p in command.params if isinstance(p, click.Option) and p.name}
+    values = read_config(Path(path))
+    for key, value in values.items():
+        param = params.get(key)
+        if param is None or value is None:
+            continue
+        try:
+            if param.is_flag and not isinstance(value, bool):
+                raise click.BadParameter(f"{value!r} is not true or false")
+            elif param.multiple:
+                items = value if isinstance(value, (list, tuple)) else [value]
+                values[key] = tuple(param.type.convert(v, param, None) for v in items)
+            elif not param.is_flag:
+                values[key] = param.type.convert(value, param, None)
+        except click.BadParameter as exc:
+            raise ConfigError(
+                f"bad value for {key}: {exc.message.rstrip('.')}", path, f"fix {key} in the file"
+            ) from None
+    return values
+
+
+def usage_error_line(exc: click.UsageError) -> str:
+    """click's usage errors (bad flag value, unknown flag) as DESIGN's one line."""
+    command = exc.ctx.command_path if exc.ctx is not None else "tl"
+    what = " ".join(exc.format_message().split())
+    what = what[:1].lower() + what[1:]
+    return f"error: {what.rstrip('.')} ({command}) — see '{command} --help'"
 
 
 def _unexpected(exc: BaseException) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from tl.core.option_types import FRACTION, NON_NEGATIVE, OPEN_FRACTION, POSITIVE, FiniteRange
 
 
 def run_options(action: str = "run") -> list[click.Option]:
@@ -21,25 +22,39 @@ def run_options(action: str = "run") -> list[click.Option]:
             ["--weights"],
             help="hub | none | PATH (.safetensors/.pth, a run dir, a `tl pretrain` output). Default hub.",
         ),
-        click.Option(["--epochs"], type=int, help="Maximum epochs (default 10)."),
-        click.Option(["--batch-size"], type=int, help="Batch size (default 32)."),
-        click.Option(["--lr"], type=float, help="Peak learning rate (default 1e-3)."),
-        click.Option(["--weight-decay"], type=float, help="AdamW weight decay (default 0.05)."),
+        click.Option(["--epochs"], type=click.IntRange(min=1), help="Maximum epochs (default 10)."),
+        click.Option(["--batch-size"], type=click.IntRange(min=1), help="Batch size (default 32)."),
+        click.Option(["--lr"], type=POSITIVE, help="Peak learning rate (default 1e-3)."),
+        click.Option(
+            ["--weight-decay"], type=NON_NEGATIVE, help="AdamW weight decay (default 0.05)."
+        ),
         click.Option(
             ["--optimizer"], type=click.Choice(["adamw", "sgd"]), help="Optimizer (default adamw)."
         ),
-        click.Option(["--warmup"], type=float, help="Warmup fraction of all steps (default 0.1)."),
-        click.Option(["--grad-accum"], type=int, help="Gradient accumulation steps (default 1)."),
+        click.Option(
+            ["--warmup"], type=FRACTION, help="Warmup fraction of all steps (default 0.1)."
+        ),
+        click.Option(
+            ["--grad-accum"],
+            type=click.IntRange(min=1),
+            help="Gradient accumulation steps (default 1).",
+        ),
         click.Option(
             ["--patience"],
-            type=int,
+            type=click.IntRange(min=0),
             help="Early stopping patience in epochs; 0 disables (default 5).",
         ),
-        click.Option(["--seed"], type=int, help="Random seed (default 0)."),
+        click.Option(
+            ["--seed"], type=click.IntRange(0, 2**32 - 1), help="Random seed (default 0)."
+        ),
         click.Option(
             ["--device"], type=click.Choice(["auto", "cpu", "cuda"]), help="Device (default auto)."
         ),
-        click.Option(["--num-workers"], type=int, help="DataLoader worker processes (default 0)."),
+        click.Option(
+            ["--num-workers"],
+            type=click.IntRange(min=0),
+            help="DataLoader worker processes (default 0).",
+        ),
         click.Option(["--compile/--no-compile"], default=None, help="torch.compile the model."),
         click.Option(
             ["--out"],
@@ -61,24 +76,34 @@ def run_options(action: str = "run") -> list[click.Option]:
                 "(default full).",
             ),
             click.Option(
-                ["--layer-decay"], type=float, help="LR decay per stage for llrd (default 0.75)."
+                ["--layer-decay"],
+                type=FiniteRange(0, 1, min_open=True),
+                help="LR decay per stage for llrd (default 0.75).",
             ),
             click.Option(
                 ["--unfreeze-every"],
-                type=int,
+                type=click.IntRange(min=1),
                 help="gradual: epochs between unfreezing stages (default 1).",
             ),
-            click.Option(["--label-smoothing"], type=float, help="Label smoothing (default 0)."),
-            click.Option(["--dropout"], type=float, help="Dropout before the head (default 0)."),
-            click.Option(["--lora-rank"], type=int, help="lora: adapter rank (default 8)."),
-            click.Option(["--lora-alpha"], type=float, help="lora: scaling alpha (default 16)."),
+            click.Option(
+                ["--label-smoothing"], type=OPEN_FRACTION, help="Label smoothing (default 0)."
+            ),
+            click.Option(
+                ["--dropout"], type=OPEN_FRACTION, help="Dropout before the head (default 0)."
+            ),
+            click.Option(
+                ["--lora-rank"], type=click.IntRange(min=1), help="lora: adapter rank (default 8)."
+            ),
+            click.Option(["--lora-alpha"], type=POSITIVE, help="lora: scaling alpha (default 16)."),
             click.Option(
                 ["--lora-targets"],
                 help="lora: comma list of module-name suffixes/regexes (default: ViT "
                 "qkv,attn.proj,fc1,fc2; other backbones every conv/linear layer).",
             ),
             click.Option(
-                ["--prompt-tokens"], type=int, help="prompt: prompt tokens per layer (default 10)."
+                ["--prompt-tokens"],
+                type=click.IntRange(min=1),
+                help="prompt: prompt tokens per layer (default 10).",
             ),
             click.Option(
                 ["--prompt-depth"],
@@ -87,7 +112,7 @@ def run_options(action: str = "run") -> list[click.Option]:
             ),
             click.Option(
                 ["--shots"],
-                type=int,
+                type=click.IntRange(min=1),
                 help="prototypes: training images per class (default: all).",
             ),
         ]
@@ -115,13 +140,15 @@ def run_options(action: str = "run") -> list[click.Option]:
             ),
             click.Option(
                 ["--epsilon"],
-                type=float,
+                type=FiniteRange(0, 1, min_open=True),
                 help="Attack budget on the [0, 1] pixel scale (default 2/255 ≈ 0.0078).",
             ),
-            click.Option(["--pgd-steps"], type=int, help="PGD steps (default 5)."),
+            click.Option(
+                ["--pgd-steps"], type=click.IntRange(min=1), help="PGD steps (default 5)."
+            ),
             click.Option(
                 ["--adversarial-mix"],
-                type=float,
+                type=FRACTION,
                 help="Weight of the adversarial loss; the rest is clean loss (default 0.5).",
             ),
             click.Option(
@@ -137,7 +164,7 @@ def run_options(action: str = "run") -> list[click.Option]:
             ),
             click.Option(
                 ["--devices"],
-                type=int,
+                type=click.IntRange(min=1),
                 help="Train on N local GPUs (or N CPU processes) with DDP; launches torchrun.",
             ),
         ]
@@ -147,7 +174,9 @@ def run_options(action: str = "run") -> list[click.Option]:
 def predict_like_options(with_out: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
         fn = click.option("--verbose", is_flag=True, help="Show tracebacks on errors.")(fn)
-        fn = click.option("--batch-size", type=int, default=64, show_default=True)(fn)
+        fn = click.option(
+            "--batch-size", type=click.IntRange(min=1), default=64, show_default=True
+        )(fn)
         fn = click.option(
             "--device",
             type=click.Choice(["auto", "cpu", "cuda"]),

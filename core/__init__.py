@@ -12,6 +12,7 @@ from typing import Any
 
 from .errors import ConfigError, DataError, ExportError, PluginError, TLError, WeightsError
 from .fileio import atomic_path, file_sha256, write_json_atomic, write_text_atomic
+from .option_types import FRACTION, NON_NEGATIVE, OPEN_FRACTION, POSITIVE, FiniteRange
 from .plugin import API_VERSION, ExportSpec, Plugin, ReportSection, TLData
 from .runtime import OnnxModel, load_onnx_model
 
@@ -44,6 +45,11 @@ __all__ = [
     "DataError",
     "ExportError",
     "ExportSpec",
+    "FRACTION",
+    "FiniteRange",
+    "NON_NEGATIVE",
+    "OPEN_FRACTION",
+    "POSITIVE",
     "OnnxModel",
     "Plugin",
     "PluginError",

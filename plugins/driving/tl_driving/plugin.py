@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import click
-from tl.core import ExportSpec, Plugin, ReportSection, TLData
+from tl.core import POSITIVE, ExportSpec, FiniteRange, Plugin, ReportSection, TLData
 
 DEFAULTS = {"score_threshold": 0.05, "nms_iou": 0.6, "max_det": 100, "head_channels": 64}
 
@@ -39,15 +39,27 @@ class DrivingPlugin(Plugin):
         return [
             click.Option(
                 ["--image-size"],
-                type=int,
+                type=click.IntRange(min=32),
                 help="Letterbox width in pixels, a multiple of 32 (default: median image width).",
             ),
-            click.Option(["--max-det"], type=int, help="Detections kept per image (default 100)."),
             click.Option(
-                ["--score-threshold"], type=float, help="Lowest score kept (default 0.05)."
+                ["--max-det"],
+                type=click.IntRange(min=1),
+                help="Detections kept per image (default 100).",
             ),
-            click.Option(["--nms-iou"], type=float, help="IoU above which NMS suppresses (0.6)."),
-            click.Option(["--head-channels"], type=int, help="FPN/head width (default 64)."),
+            click.Option(
+                ["--score-threshold"],
+                type=FiniteRange(0, 1),
+                help="Lowest score kept (default 0.05).",
+            ),
+            click.Option(
+                ["--nms-iou"],
+                type=FiniteRange(0, 1, min_open=True),
+                help="IoU above which NMS suppresses (0.6).",
+            ),
+            click.Option(
+                ["--head-channels"], type=click.IntRange(min=1), help="FPN/head width (default 64)."
+            ),
         ]
 
     def pretrain_options(self) -> list[click.Option]:
@@ -61,13 +73,17 @@ class DrivingPlugin(Plugin):
             ),
             click.Option(
                 ["--image-size"],
-                type=int,
+                type=click.IntRange(min=32),
                 help="Letterbox width, a multiple of 32; use the same for `tl run`.",
             ),
             click.Option(
-                ["--ssl-temperature"], type=float, help="simclr: NT-Xent temperature (0.2)."
+                ["--ssl-temperature"], type=POSITIVE, help="simclr: NT-Xent temperature (0.2)."
             ),
-            click.Option(["--head-channels"], type=int, help="supervised: FPN/head width (64)."),
+            click.Option(
+                ["--head-channels"],
+                type=click.IntRange(min=1),
+                help="supervised: FPN/head width (64).",
+            ),
             click.Option(
                 ["--skip-bad/--no-skip-bad"], default=None, help="Skip (and count) bad images."
             ),

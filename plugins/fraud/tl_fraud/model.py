@@ -13,6 +13,7 @@ import math
 from dataclasses import asdict, dataclass
 
 import torch
+from tl.core import ConfigError
 from torch import nn
 
 from .schema import CLIP, TableSchema
@@ -144,7 +145,11 @@ class FTTransformer(nn.Module):
     def __init__(self, schema: TableSchema, arch: Architecture) -> None:
         super().__init__()
         if arch.d_token % arch.n_heads:
-            raise ValueError("d_token must be divisible by n_heads")
+            raise ConfigError(
+                f"--d-token {arch.d_token} is not divisible by --n-heads {arch.n_heads}",
+                "--d-token",
+                "pick a multiple of --n-heads, e.g. --d-token 64 --n-heads 4",
+            )
         self.tokenizer = FeatureTokenizer(schema, arch)
         self.cls_token = nn.Parameter(torch.randn(1, 1, arch.d_token) * 0.02)
         self.blocks = nn.ModuleList(Block(arch) for _ in range(arch.n_blocks))

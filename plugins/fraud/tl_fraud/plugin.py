@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from tl.core import ConfigError, ExportSpec, Plugin, ReportSection, TLData
+from tl.core import POSITIVE, ConfigError, ExportSpec, FiniteRange, Plugin, ReportSection, TLData
 
 from . import __version__
 from .metrics import ThresholdRule, choose_threshold, fraud_metrics
@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # pragma: no cover
 BACKBONES = ("ft_transformer",)
 EXPORT_BATCH_ROWS = 2048
 EXPORT_MAX_BATCHES = 16
+SPLIT_FRACTION = FiniteRange(0, 1, min_open=True, max_open=True)
 VAL_KEYS = ("average_precision", "roc_auc", "recall_at_1pct_fpr", "threshold")
 
 
@@ -60,12 +61,25 @@ def _options() -> list[click.Option]:
             ["--categorical"], multiple=True, help="Force these columns to be categorical."
         ),
         click.Option(["--numeric"], multiple=True, help="Force these columns to be numeric."),
-        click.Option(["--d-token"], type=int, default=None, help="Token width (default 64)."),
         click.Option(
-            ["--n-blocks"], type=int, default=None, help="Transformer blocks (default 2)."
+            ["--d-token"],
+            type=click.IntRange(min=1),
+            default=None,
+            help="Token width (default 64).",
         ),
-        click.Option(["--n-heads"], type=int, default=None, help="Attention heads (default 4)."),
-        click.Option(["--val-fraction"], type=float, default=0.15, show_default=True),
+        click.Option(
+            ["--n-blocks"],
+            type=click.IntRange(min=1),
+            default=None,
+            help="Transformer blocks (default 2).",
+        ),
+        click.Option(
+            ["--n-heads"],
+            type=click.IntRange(min=1),
+            default=None,
+            help="Attention heads (default 4).",
+        ),
+        click.Option(["--val-fraction"], type=SPLIT_FRACTION, default=0.15, show_default=True),
     ]
 
 
@@ -86,14 +100,14 @@ class FraudPlugin(Plugin):
 
         return [
             *_options(),
-            click.Option(["--test-fraction"], type=float, default=0.15, show_default=True),
+            click.Option(["--test-fraction"], type=SPLIT_FRACTION, default=0.15, show_default=True),
             click.Option(["--loss"], type=click.Choice(["weighted", "focal", "plain"]), default="weighted",
                          show_default=True, help="Class-weighted BCE, focal loss, or unweighted."),
-            click.Option(["--cost-fp"], type=float, default=1.0, show_default=True,
+            click.Option(["--cost-fp"], type=POSITIVE, default=1.0, show_default=True,
                          help="Cost of a false alert (threshold choice)."),
-            click.Option(["--cost-fn"], type=float, default=10.0, show_default=True,
+            click.Option(["--cost-fn"], type=POSITIVE, default=10.0, show_default=True,
                          help="Cost of a missed fraud (threshold choice)."),
-            click.Option(["--target-recall"], type=float, default=None,
+            click.Option(["--target-recall"], type=FiniteRange(0, 1, min_open=True), default=None,
                          help="Pick the threshold reaching this recall on validation instead of by cost."),
         ]  # fmt: skip
 

@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from tl.core import ConfigError, DataError
+from tl.core import DataError
 
-from .readers import parse_datetime
+from .readers import parse_datetime, require_column
 
 NUMERIC, BOOLEAN, CATEGORICAL, DATETIME = "numeric", "boolean", "categorical", "datetime"
 DATETIME_PARTS = ("hour", "weekday")
@@ -193,9 +193,10 @@ def infer_types(
 ) -> tuple[dict[str, str], dict[str, str]]:
     """Type of every usable column, and the columns left out with the reason why."""
     forced_cat, forced_num = set(categorical or []), set(numeric or [])
-    for name in forced_cat | forced_num:
-        if name not in frame.columns:
-            raise ConfigError(f"column '{name}' is not in the table", "--categorical/--numeric")
+    for name in sorted(forced_cat):
+        require_column(frame, name, "--categorical")
+    for name in sorted(forced_num):
+        require_column(frame, name, "--numeric")
     types: dict[str, str] = {}
     excluded: dict[str, str] = {}
     for name in frame.columns:

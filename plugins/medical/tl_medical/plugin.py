@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tl.core import ExportSpec, Plugin, ReportSection, TLData
+from tl.core import POSITIVE, ExportSpec, FiniteRange, Plugin, ReportSection, TLData
 
 
 def _version() -> str:
@@ -40,7 +40,9 @@ class MedicalPlugin(Plugin):
                 help="DICOM window CENTER,WIDTH (default: the file's VOI LUT / window).",
             ),
             click.Option(
-                ["--image-size"], type=int, help="Square input size in pixels (default 224)."
+                ["--image-size"],
+                type=click.IntRange(min=16),
+                help="Square input size in pixels (default 224).",
             ),
             click.Option(
                 ["--channels"],
@@ -49,17 +51,17 @@ class MedicalPlugin(Plugin):
             ),
             click.Option(
                 ["--target-sensitivity"],
-                type=float,
+                type=FiniteRange(0, 1, min_open=True),
                 help="Binary: pick the threshold reaching this sensitivity on validation (default: Youden's J).",
             ),
             click.Option(
                 ["--val-fraction"],
-                type=float,
+                type=FiniteRange(0, 1, min_open=True, max_open=True),
                 help="Validation fraction when the data has no split column (default 0.15).",
             ),
             click.Option(
                 ["--test-fraction"],
-                type=float,
+                type=FiniteRange(0, 1, min_open=True, max_open=True),
                 help="Test fraction when the data has no split column (default 0.2).",
             ),
             click.Option(
@@ -78,17 +80,21 @@ class MedicalPlugin(Plugin):
                 "supervised: a labelled folder/manifest (default simclr).",
             ),
             click.Option(
-                ["--image-size"], type=int, help="Square input size; use the same for `tl run`."
+                ["--image-size"],
+                type=click.IntRange(min=16),
+                help="Square input size; use the same for `tl run`.",
             ),
             click.Option(
                 ["--channels"], type=click.Choice(["1", "3"]), help="Force 1 or 3 channels."
             ),
             click.Option(["--window"], help="DICOM window CENTER,WIDTH."),
             click.Option(
-                ["--ssl-temperature"], type=float, help="NT-Xent temperature (default 0.2)."
+                ["--ssl-temperature"], type=POSITIVE, help="NT-Xent temperature (default 0.2)."
             ),
             click.Option(
-                ["--val-fraction"], type=float, help="Held-out fraction for the loss curve."
+                ["--val-fraction"],
+                type=FiniteRange(0, 1, max_open=True),
+                help="Held-out fraction for the loss curve.",
             ),
             click.Option(
                 ["--skip-bad/--no-skip-bad"], default=None, help="Skip unreadable images."

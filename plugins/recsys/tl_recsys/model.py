@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
+from tl.core import ConfigError
 from torch import nn
 
 MASK_VALUE = -1e9
@@ -41,7 +42,11 @@ class CausalBlock(nn.Module):
     def __init__(self, d_model: int, n_heads: int, dropout: float) -> None:
         super().__init__()
         if d_model % n_heads:
-            raise ValueError("d_model must be divisible by n_heads")
+            raise ConfigError(
+                f"--d-model {d_model} is not divisible by --heads {n_heads}",
+                "--d-model",
+                "pick a multiple of --heads, e.g. --d-model 64 --heads 2",
+            )
         self.n_heads = n_heads
         self.head_dim = d_model // n_heads
         self.dropout = dropout

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from tl.core import ConfigError, Plugin, ReportSection
+from tl.core import ConfigError, FiniteRange, Plugin, ReportSection
 
 from . import __version__
 from .dataset import RecsysData, load_data
@@ -34,16 +34,16 @@ def _data_options() -> list[click.Option]:
         click.Option(["--item-column"], default=None, help="Item id column (default item_id)."),
         click.Option(["--time-column"], default=None, help="Timestamp column (default timestamp, if present)."),
         click.Option(["--rating-column"], default=None, help="Rating column (default rating, if present)."),
-        click.Option(["--min-rating"], type=float, default=None, help="Keep interactions rated at least this."),
-        click.Option(["--max-len"], type=int, default=None, help="Longest history the encoder reads (default 50)."),
-        click.Option(["--d-model"], type=int, default=None, help="Embedding width (default 64)."),
-        click.Option(["--layers"], type=int, default=None, help="Transformer blocks (default 2)."),
-        click.Option(["--heads"], type=int, default=None, help="Attention heads (default 2)."),
+        click.Option(["--min-rating"], type=FiniteRange(), default=None, help="Keep interactions rated at least this."),
+        click.Option(["--max-len"], type=click.IntRange(min=1), default=None, help="Longest history the encoder reads (default 50)."),
+        click.Option(["--d-model"], type=click.IntRange(min=1), default=None, help="Embedding width (default 64)."),
+        click.Option(["--layers"], type=click.IntRange(min=1), default=None, help="Transformer blocks (default 2)."),
+        click.Option(["--heads"], type=click.IntRange(min=1), default=None, help="Attention heads (default 2)."),
         click.Option(
             ["--loss"], type=click.Choice(["auto", "full", "sampled"]), default="auto",
             help="Full softmax over the catalogue, or sampled softmax (auto: sampled above 20k items).",
         ),
-        click.Option(["--negatives"], type=int, default=256, help="Negatives per batch for --loss sampled."),
+        click.Option(["--negatives"], type=click.IntRange(min=1), default=256, help="Negatives per batch for --loss sampled."),
     ]  # fmt: skip
 
 
@@ -63,10 +63,10 @@ class RecsysPlugin(Plugin):
         return [
             *_data_options(),
             click.Option(
-                ["--first-k"], type=int, default=None,
+                ["--first-k"], type=click.IntRange(min=1), default=None,
                 help="Use only each user's first K interactions (adapting to new users).",
             ),
-            click.Option(["--top-k"], type=int, default=EXPORT_K, help="Items the ONNX model returns."),
+            click.Option(["--top-k"], type=click.IntRange(min=1), default=EXPORT_K, help="Items the ONNX model returns."),
         ]  # fmt: skip
 
     def pretrain_options(self) -> list[click.Option]:
@@ -77,7 +77,12 @@ class RecsysPlugin(Plugin):
         import click
 
         return [
-            click.Option(["--top-k"], type=int, default=10, help="Recommendations per user."),
+            click.Option(
+                ["--top-k"],
+                type=click.IntRange(min=1),
+                default=10,
+                help="Recommendations per user.",
+            ),
             click.Option(["--user-column"], default=None, help="User id column (default user_id)."),
             click.Option(["--item-column"], default=None, help="Item id column (default item_id)."),
             click.Option(
