@@ -37,6 +37,7 @@ _LAZY = {
     "plot_history": "plots",
     "grad_cam": "gradcam",
     "ProgressReporter": "progress",
+    "Throughput": "progress",
 }
 
 __all__ = [

@@ -54,3 +54,47 @@ class _NullBar:
 
     def set_postfix(self, *args: Any, **kwargs: Any) -> None:
         return None
+
+
+class Throughput:
+    """Progress of a long batch loop (``tl predict``): a bar on a terminal; otherwise a log
+    line every ``every`` seconds and one at the end, so a 20k-image job in a log file shows
+    that it is alive, how far it is and how fast it goes."""
+
+    def __init__(
+        self,
+        total: int | None,
+        unit: str,
+        reporter: ProgressReporter | None = None,
+        every: float = 10.0,
+    ) -> None:
+        self.total, self.unit, self.every = total, unit, every
+        self.reporter = reporter or ProgressReporter()
+        self.done = 0
+        self._started = self._logged = time.time()
+        self._bar: Any = None
+
+    def __enter__(self) -> Throughput:
+        if self.reporter.tty:
+            self._bar = self.reporter.bar(self.total or 0, f"predicting {self.unit}")
+            self._bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(*exc)
+        elif exc[0] is None and self.done:
+            self._log()
+
+    def add(self, n: int) -> None:
+        self.done += n
+        if self._bar is not None:
+            self._bar.update(n)
+        elif time.time() - self._logged >= self.every:
+            self._log()
+
+    def _log(self) -> None:
+        self._logged = time.time()
+        rate = self.done / max(self._logged - self._started, 1e-9)
+        of = f"/{self.total:,}" if self.total else ""
+        self.reporter.log(f"{self.done:,}{of} {self.unit} ({rate:,.0f} {self.unit}/s)")

@@ -80,6 +80,7 @@ def test_predict_and_evaluate_without_torch(runs, scenes: Path, tmp_path: Path) 
     x, y, w, h = detections[0]["bbox"]
     assert x >= 0 and y >= 0 and w > 0 and h > 0 and x + w <= 192.01 and y + h <= 112.01
     assert len(list(drawn.rglob("*.png"))) == 36
+    assert "36/36 images (" in result.stderr  # progress, then the total
     result = _cli("evaluate", str(night), "--data", str(scenes / "night"))
     assert result.returncode == 0, result.stderr
     metrics = json.loads(result.stdout)

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw
-from tl.core import DataError, OnnxModel
+from tl.core import DataError, OnnxModel, Throughput
 
 from .coco_eval import coco_ground_truth, coco_map
 from .readers import list_images, read_dataset
@@ -36,27 +36,29 @@ def detect(
     input_name = model.input_names[0]
     results: dict[int, np.ndarray] = {}
     skipped: list[str] = []
-    for start in range(0, len(records), BATCH_SIZE):
-        chunk, canvases, boxes = [], [], []
-        for record in records[start : start + BATCH_SIZE]:
-            try:
-                image = open_image(record.path)
-            except DataError as exc:
-                if not skip_bad:
-                    raise
-                skipped.append(exc.line())
+    with Throughput(len(records), "images") as progress:
+        for start in range(0, len(records), BATCH_SIZE):
+            chunk, canvases, boxes = [], [], []
+            for record in records[start : start + BATCH_SIZE]:
+                try:
+                    image = open_image(record.path)
+                except DataError as exc:
+                    if not skip_bad:
+                        raise
+                    skipped.append(exc.line())
+                    continue
+                box = Letterbox.fit(image.width, image.height, width, height)
+                chunk.append(record)
+                canvases.append(box.apply_image(image).transpose(2, 0, 1))
+                boxes.append(box)
+            if not chunk:
                 continue
-            box = Letterbox.fit(image.width, image.height, width, height)
-            chunk.append(record)
-            canvases.append(box.apply_image(image).transpose(2, 0, 1))
-            boxes.append(box)
-        if not chunk:
-            continue
-        output = model.run({input_name: np.stack(canvases)})[model.output_names[0]]
-        for record, box, rows in zip(chunk, boxes, output, strict=True):
-            rows = rows[rows[:, 5] >= 0].copy()
-            rows[:, :4] = box.to_image(rows[:, :4], record.width, record.height)
-            results[record.image_id] = rows
+            output = model.run({input_name: np.stack(canvases)})[model.output_names[0]]
+            for record, box, rows in zip(chunk, boxes, output, strict=True):
+                rows = rows[rows[:, 5] >= 0].copy()
+                rows[:, :4] = box.to_image(rows[:, :4], record.width, record.height)
+                results[record.image_id] = rows
+            progress.add(len(chunk))
     return results, skipped
 
 

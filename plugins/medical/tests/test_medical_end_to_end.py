@@ -161,9 +161,10 @@ def test_no_dicom_identifier_leaves_the_data(run_dir, scans):
 
 def test_predict_and_evaluate_run_without_torch(run_dir, scans, tmp_path):
     out = tmp_path / "preds.csv"
-    tl("predict", str(run_dir), "--data", str(scans), "--out", str(out), block_torch=True)
+    proc = tl("predict", str(run_dir), "--data", str(scans), "--out", str(out), block_torch=True)
     preds = pd.read_csv(out)
     assert len(preds) == len(list(scans.rglob("*.dcm"))) + len(list(scans.rglob("*.png")))
+    assert f"{len(preds)}/{len(preds)} images (" in proc.stderr  # progress, then the total
     assert {"item", "predicted", "p_normal", "p_nodule", "p_effusion"} <= set(preds.columns)
     assert preds[["p_normal", "p_nodule", "p_effusion"]].sum(axis=1).between(0.999, 1.001).all()
     proc = tl("evaluate", str(run_dir), "--data", str(scans), block_torch=True)

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from tl.core import DataError, OnnxModel
+from tl.core import DataError, OnnxModel, Throughput
 
 from .preprocess import to_model_input
 from .readers import has_dicom_preamble, is_image_path, read_image
@@ -60,21 +60,24 @@ def _batches(
     batch_size = int(options.get("batch_size") or 64)
     names: list[str] = []
     arrays: list[np.ndarray] = []
-    for name, file in inputs:
-        try:
-            pixels, _ = read_image(file, window=window)
-        except DataError as exc:
-            if not options.get("skip_bad"):
-                raise
-            skipped.append((name, exc.what))
-            continue
-        names.append(name)
-        arrays.append(to_model_input(pixels, size, channels))
-        if len(arrays) == batch_size:
+    with Throughput(len(inputs), "images") as progress:
+        for name, file in inputs:
+            try:
+                pixels, _ = read_image(file, window=window)
+            except DataError as exc:
+                if not options.get("skip_bad"):
+                    raise
+                skipped.append((name, exc.what))
+                continue
+            names.append(name)
+            arrays.append(to_model_input(pixels, size, channels))
+            if len(arrays) == batch_size:
+                yield names, np.stack(arrays)
+                progress.add(len(names))
+                names, arrays = [], []
+        if arrays:
             yield names, np.stack(arrays)
-            names, arrays = [], []
-    if arrays:
-        yield names, np.stack(arrays)
+            progress.add(len(names))
 
 
 def prediction_frame(

@@ -84,6 +84,8 @@ def test_predict_and_evaluate_without_torch(run_dir: Path, demo_dir: Path, tmp_p
     recs = pd.read_csv(out)
     recent = pd.read_csv(demo_dir / "recent.csv")
     assert set(recs["user_id"]) == set(recent["user_id"])
+    users = recent["user_id"].nunique()
+    assert f"{users:,}/{users:,} users (" in done.stderr  # progress, then the total
     assert recs.groupby("user_id").size().max() == 5
     assert set(recs["item_id"]) <= set(
         json.loads(json.dumps(load_onnx_model(run_dir).meta["items"]))

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from tl.core import ConfigError, DataError, OnnxModel
+from tl.core import ConfigError, DataError, OnnxModel, Throughput
 
 from .ranking import PROTOCOL, popularity_ranks, rank_metrics, ranks_from_topk
 from .readers import LogColumns, read_log
@@ -38,10 +38,12 @@ def _read(path: Path, options: dict[str, Any], items: list[str]) -> tuple[Sequen
 
 def _top_k(model: OnnxModel, histories: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     indices, scores = [], []
-    for start in range(0, len(histories), BATCH):
-        out = model.run({INPUT: left_pad(histories[start : start + BATCH])})
-        indices.append(out["top_items"])
-        scores.append(out["top_scores"])
+    with Throughput(len(histories), "users") as progress:
+        for start in range(0, len(histories), BATCH):
+            out = model.run({INPUT: left_pad(histories[start : start + BATCH])})
+            indices.append(out["top_items"])
+            scores.append(out["top_scores"])
+            progress.add(len(out["top_items"]))
     return np.concatenate(indices), np.concatenate(scores)
 
 
