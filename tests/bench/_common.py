@@ -7,6 +7,30 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+# `tl predict` in a fresh interpreter that reports its own peak RSS at exit (a child's
+# RUSAGE_CHILDREN would also count helper processes forked from this, larger, process);
+# VmHWM (this address space's high-water mark), not ru_maxrss: Linux carries the parent's
+# peak into a vforked child's ru_maxrss across exec
+RUNNER = """
+import resource, sys
+from tl.cli.main import main
+try:
+    main(sys.argv[1:])
+finally:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    try:
+        with open("/proc/self/status") as fh:
+            peak = next(int(l.split()[1]) for l in fh if l.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration):
+        pass
+    print(f"PEAK_RSS_MB={peak:.1f}", file=sys.stderr)
+"""
+
+
+def peak_rss_mb(stderr: str) -> float:
+    """The peak RSS a `RUNNER` child printed at exit."""
+    return float(stderr.rsplit("PEAK_RSS_MB=", 1)[1].split()[0])
+
 
 def result(
     name: str, ours: float, baseline: float, ratio: float, target: str, ok: bool, **extra: Any

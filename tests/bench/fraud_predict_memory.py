@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -20,6 +19,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import RUNNER, peak_rss_mb  # noqa: E402
 
 
 def write_rows(path: Path, rows: int, fmt: str, chunk: int = 250_000) -> None:
@@ -71,14 +73,14 @@ def main() -> None:
     )
     t0 = time.time()
     proc = subprocess.run(
-        [sys.executable, "-m", "tl.cli", "predict", str(run), "--data", str(data),
+        [sys.executable, "-c", RUNNER, "predict", str(run), "--data", str(data),
          "--device", "cpu", "--out", str(work / "scores.csv")],  # fmt: skip
         capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "2"},
     )  # fmt: skip
     seconds = time.time() - t0
     if proc.returncode:
         sys.exit(proc.stderr)
-    peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    peak_mib = peak_rss_mb(proc.stderr)
     progress = [ln for ln in proc.stderr.splitlines() if "scored" in ln]
     print(f"tl predict: {args.rows:,} rows in {seconds:.0f}s ({args.rows / seconds:,.0f} rows/s), "
           f"peak RSS {peak_mib:.0f} MiB, {len(progress)} progress lines")  # fmt: skip

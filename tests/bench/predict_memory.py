@@ -22,26 +22,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import result  # noqa: E402
-
-# `tl predict` in a fresh interpreter that reports its own peak RSS at exit (a child's
-# RUSAGE_CHILDREN would also count helper processes forked from this, larger, process);
-# VmHWM (this address space's high-water mark), not ru_maxrss: Linux carries the parent's
-# peak into a vforked child's ru_maxrss across exec
-RUNNER = """
-import resource, sys
-from tl.cli.main import main
-try:
-    main(sys.argv[1:])
-finally:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    try:
-        with open("/proc/self/status") as fh:
-            peak = next(int(l.split()[1]) for l in fh if l.startswith("VmHWM:")) / 1024
-    except (OSError, StopIteration):
-        pass
-    print(f"PEAK_RSS_MB={peak:.1f}", file=sys.stderr)
-"""
+from _common import RUNNER, peak_rss_mb, result  # noqa: E402
 
 
 def write_images(folder: Path, n: int, size: int) -> None:
@@ -124,7 +105,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if proc.returncode != 0:
             raise SystemExit(f"tl predict failed: {proc.stderr[-2000:]}")
         rows = sum(1 for _ in out.open()) - 1
-    peak_mb = float(proc.stderr.rsplit("PEAK_RSS_MB=", 1)[1].split()[0])
+    peak_mb = peak_rss_mb(proc.stderr)
     ok = peak_mb < args.limit_mb and rows == args.n
     return result(
         "predict_memory",
