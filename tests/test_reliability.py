@@ -1,8 +1,10 @@
-"""Crashes, signals, failing writes and concurrent runs, for every real plugin.
+"""Crashes, signals, failing writes and concurrent runs.
 
-* SIGKILL mid-run, then `--resume`: the metrics of an uninterrupted run with the same seed
-  (so this is also the "same seed, data and flags → same metrics" check, across processes);
-* SIGTERM / Ctrl-C: one line on stderr, exit 143 / 130, checkpoint kept, `--resume` finishes;
+* every real plugin: SIGKILL and SIGTERM mid-run, then `--resume`: the metrics of an
+  uninterrupted run with the same seed (so this is also the "same seed, data and flags →
+  same metrics" check, across processes);
+* SIGTERM / Ctrl-C (toy plugin): one line on stderr, exit 143 / 130, checkpoint kept,
+  `--resume` finishes;
 * a checkpoint write that fails (ENOSPC): exit 2, one line, the last good checkpoint intact;
 * two `tl run` into the same `--out` in the same second, and parallel `tl predict`.
 """
@@ -78,30 +80,44 @@ def data_root(tmp_path_factory):
     return tmp_path_factory.mktemp("reliability")
 
 
-# Three short runs per plugin (uninterrupted, killed, resumed): ~150 s for all four on two
-# quiet cores.
+def stop_after_first_checkpoint(run_args: list[str], out: Path, signum: int) -> tuple[Path, str]:
+    proc = tl(*run_args, "--out", str(out), wait=False)
+    run = wait_for_checkpoint(out, 1, proc)
+    os.kill(proc.pid, signum)
+    _, stderr = proc.communicate(timeout=300)
+    if signum != signal.SIGKILL:
+        assert proc.returncode == 128 + signum, stderr[-2000:]
+        line = one_line_error(stderr)
+        assert "interrupted by" in line and "--resume" in line and str(run) in line
+    assert json.loads((run / "checkpoints" / "last.json").read_text())["epoch"] >= 1
+    assert not (run / "metrics.json").exists()
+    assert not list(run.rglob(".*.tmp")), "a temp file was left behind"
+    return run, stderr
+
+
+# Per plugin: an uninterrupted run and a SIGTERM-ed one side by side, then a SIGKILL-ed one;
+# both resumed. ~150 s for all four on two quiet cores.
 @pytest.mark.parametrize("plugin", list(PLUGINS))
-def test_sigkill_then_resume_matches_an_uninterrupted_run(plugin, data_root, tmp_path):
+def test_sigkill_and_sigterm_then_resume_match_an_uninterrupted_run(plugin, data_root, tmp_path):
     data, args = PLUGINS[plugin](data_root / plugin)
     run_args = ["run", plugin, "--data", str(data), *args, *COMMON, "--epochs", "3"]
-    straight = tl(*run_args, "--out", str(tmp_path / "a"))
-    assert straight.returncode == 0, straight.stderr[-3000:]
-    straight_dir = Path(straight.stdout.strip().splitlines()[-1])
-    proc = tl(*run_args, "--out", str(tmp_path / "b"), wait=False)
-    killed = wait_for_checkpoint(tmp_path / "b", 1, proc)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.communicate()
-    assert not (killed / "metrics.json").exists()
-    assert not list(killed.rglob(".*.tmp")), "a temp file was left behind"
-    resumed = tl("run", plugin, "--resume", str(killed))
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert Path(resumed.stdout.strip().splitlines()[-1]) == killed
-    a, b = metrics_of(straight_dir), metrics_of(killed)
-    assert a and a.keys() == b.keys()
-    for key in a:
-        assert b[key] == pytest.approx(a[key], abs=1e-6), key
-    history = [(straight_dir / "history.csv").read_text(), (killed / "history.csv").read_text()]
-    assert len(history[0].splitlines()) == len(history[1].splitlines()) == 4
+    straight = tl(*run_args, "--out", str(tmp_path / "a"), wait=False)
+    termed, _ = stop_after_first_checkpoint(run_args, tmp_path / "c", signal.SIGTERM)
+    stdout, stderr = straight.communicate(timeout=600)
+    assert straight.returncode == 0, stderr[-3000:]
+    straight_dir = Path(stdout.strip().splitlines()[-1])
+    killed, _ = stop_after_first_checkpoint(run_args, tmp_path / "b", signal.SIGKILL)
+    a = metrics_of(straight_dir)
+    for run in (killed, termed):
+        resumed = tl("run", plugin, "--resume", str(run))
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        assert Path(resumed.stdout.strip().splitlines()[-1]) == run
+        b = metrics_of(run)
+        assert a and a.keys() == b.keys()
+        for key in a:
+            assert b[key] == pytest.approx(a[key], abs=1e-6), (run, key)
+        history = (run / "history.csv").read_text().splitlines()
+        assert len(history) == len((straight_dir / "history.csv").read_text().splitlines()) == 4
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
