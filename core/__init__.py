@@ -22,6 +22,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "BackboneSpec": "backbones",
     "create_backbone": "backbones",
+    "check_model_name": "backbones",
     "ClassifierModel": "models",
     "seed_everything": "seeding",
     "PretrainTask": "pretrain",

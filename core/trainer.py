@@ -218,6 +218,18 @@ class Trainer:
             batch = _channels_last(batch)
         return batch
 
+    def _training_loss(self, model: nn.Module, batch: Any) -> torch.Tensor:
+        try:
+            return self.task.training_step(model, batch)
+        except ValueError as exc:
+            if "Expected more than 1 value per channel" not in str(exc):
+                raise
+            raise ConfigError(
+                "a training batch of one item cannot train the model's BatchNorm layers",
+                "--batch-size",
+                "use --batch-size 2 or more (and at least 2 training items)",
+            ) from exc
+
     def _autocast(self) -> Any:
         return torch.autocast(
             self.device.type,
@@ -364,7 +376,7 @@ class Trainer:
                 self._check_stop(epoch)
                 batch = self.to_device(batch)
                 with self._autocast():
-                    loss = self.task.training_step(step_model, batch)
+                    loss = self._training_loss(step_model, batch)
                 if not torch.isfinite(loss):
                     raise DataError(
                         f"the training loss became {loss.item()} in epoch {epoch + 1}",
@@ -579,15 +591,25 @@ class EpochBatchSampler(Sampler[list[int]]):
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
         return torch.randperm(self.n, generator=generator).tolist()
 
+    def _starts(self, n: int) -> list[int]:
+        """Batch start offsets. When shuffling (training), a last batch of one item joins
+        the batch before it: BatchNorm cannot train on a single item."""
+        starts = list(range(0, n, self.batch_size))
+        if self.shuffle and len(starts) > 1 and n - starts[-1] == 1:
+            starts.pop()
+        return starts
+
     def __iter__(self):
         order = self._order()
-        for number, start in enumerate(range(0, len(order), self.batch_size)):
+        starts = self._starts(len(order))
+        for number, start in enumerate(starts):
+            end = starts[number + 1] if number + 1 < len(starts) else len(order)
             batch_seed = (self.seed + self.epoch) * 100_003 + number
-            yield [(batch_seed, i) for i in order[start : start + self.batch_size]]
+            yield [(batch_seed, i) for i in order[start:end]]
 
     def __len__(self) -> int:
         n = len(self.sampler) if self.sampler is not None else self.n
-        return math.ceil(n / self.batch_size)
+        return len(self._starts(n))
 
 
 class _BatchSeeded(torch.utils.data.Dataset):

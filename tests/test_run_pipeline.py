@@ -181,3 +181,19 @@ def test_hub_weights_offline_fail_fast(toy_data, tmp_path, monkeypatch):
     with pytest.raises(WeightsError, match="unreachable"):
         run_plugin(ToyPlugin(), toy_options(toy_data, tmp_path, weights="hub"))
     assert time.time() - start < 10
+
+
+def test_a_last_training_batch_of_one_joins_the_batch_before_it():
+    from tl.core.trainer import EpochBatchSampler
+
+    def sizes(n: int, shuffle: bool) -> list[int]:
+        sampler = EpochBatchSampler(range(n), 16, shuffle, seed=0, distributed=False)
+        batches = [len(b) for b in sampler]
+        assert len(sampler) == len(batches) and sum(batches) == n
+        return batches
+
+    assert sizes(17, shuffle=True) == [17]  # BatchNorm cannot train on one item
+    assert sizes(33, shuffle=True) == [16, 17]
+    assert sizes(18, shuffle=True) == [16, 2]
+    assert sizes(17, shuffle=False) == [16, 1]  # evaluation keeps every batch as it is
+    assert sizes(1, shuffle=True) == [1]

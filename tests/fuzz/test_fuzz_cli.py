@@ -209,3 +209,24 @@ def test_predict_on_damaged_input_ends_in_predictions_or_one_line(
         f"tl predict {plugin}: {len(codes)} cases, {codes.count(0)} predicted, {codes.count(2)} one-line errors"
     )
     assert 0 in codes and 2 in codes, codes  # both ends were reached
+
+
+# cases a deeper hunt (TL_FUZZ_EXAMPLES=50) found, kept as regressions
+@pytest.mark.parametrize(
+    ("plugin", "flags", "code", "message"),
+    [
+        ("medical", ["--batch-size", "1"], 2, "cannot train the model's BatchNorm layers"),
+        ("medical", ["--batch-size", "15"], 0, ""),  # 16 training images: 15 + a batch of 1
+        ("driving", ["--backbone", "0"], 2, "unknown backbone '0'"),
+        ("driving", ["--backbone", "vit_tiny_patch16_224"], 2, "no stride 8/16/32 feature maps"),
+    ],
+)
+def test_found_by_fuzzing(plugin, flags, code, message, datasets, tmp_path):
+    data, args = datasets[plugin]
+    base = ["run", plugin, "--data", str(data), *args, *COMMON, "--epochs", "1"]
+    at = base.index(flags[0])
+    del base[at : at + 2]
+    got, _, stderr = invoke(*base, "--out", str(tmp_path), *flags)
+    assert got == code, stderr[-2000:]
+    assert_clean_end(got, stderr)
+    assert message in stderr

@@ -11,7 +11,7 @@ import math
 from collections import OrderedDict
 
 import torch
-from tl.core import BackboneSpec, ConfigError, create_backbone
+from tl.core import BackboneSpec, ConfigError, check_model_name, create_backbone
 from torch import nn
 from torchvision.ops import FeaturePyramidNetwork
 
@@ -23,8 +23,16 @@ def feature_indices(name: str) -> tuple[int, ...]:
     """timm ``out_indices`` of the stride 8/16/32 features (probed on the meta device)."""
     import timm
 
-    with torch.device("meta"):
-        probe = timm.create_model(name, features_only=True)
+    check_model_name(name)
+    try:
+        with torch.device("meta"):
+            probe = timm.create_model(name, features_only=True)
+    except (RuntimeError, ValueError, TypeError, NotImplementedError) as exc:
+        raise ConfigError(
+            f"backbone {name} cannot give feature maps ({str(exc).splitlines()[0][:120]})",
+            "--backbone",
+            "pick a convolutional backbone such as resnet18, resnet10t or mobilenetv3_small_050",
+        ) from exc
     reductions = probe.feature_info.reduction()
     indices = tuple(reductions.index(s) for s in STRIDES if s in reductions)
     if len(indices) != len(STRIDES):

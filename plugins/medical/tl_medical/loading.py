@@ -132,7 +132,7 @@ def load_dataset(path: Path, options: dict[str, Any]) -> MedicalData:
         )
         items[split] = frame.loc[mask, "item"].tolist()
     train_counts = _class_counts(
-        targets[(frame["split"] == "train").to_numpy()], labels, multilabel
+        targets[(frame["split"] == "train").to_numpy().copy()], labels, multilabel
     )
     if not multilabel and min(train_counts.values()) == 0:
         missing = [k for k, v in train_counts.items() if v == 0]
