@@ -276,6 +276,9 @@ _OS_ERROR_FIXES = {
     errno.EROFS: _NO_ACCESS,
     errno.EACCES: _NO_ACCESS,
     errno.EPERM: _NO_ACCESS,
+    errno.ENOENT: "check the path",
+    errno.EISDIR: "pass a file, not a folder",
+    errno.ENOTDIR: "check the path: a part of it is a file, not a folder",
 }
 
 

@@ -48,6 +48,10 @@ def read_config(path: Path) -> dict[str, Any]:
         loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise ConfigError("config file not found", path, "check the path") from exc
+    except IsADirectoryError as exc:
+        raise ConfigError("the config path is a folder", path, "pass a YAML file") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError("config file is not UTF-8 text", path, "pass a YAML file") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(
             f"config file is not valid YAML: {str(exc).splitlines()[0]}", path, "fix the YAML"

@@ -93,3 +93,11 @@ def test_config_values_are_converted_like_flags_and_flags_win(toy_data, tmp_path
     assert saved["lr"] == 3e-3 and saved["weight_decay"] == 0.01
     assert saved["epochs"] == 1  # --epochs 1 on the command line beats epochs: 3
     assert len(json.loads((run / "metrics.json").read_text())) > 0
+
+
+def test_a_config_path_that_is_a_folder_or_not_text_is_one_line(toy_data, tmp_path):
+    (tmp_path / "bin.yaml").write_bytes(b"\xff\xfe\x00garbage")
+    for config, expected in (("", "the config path is a folder"), (str(tmp_path), "a folder"),
+                             (str(tmp_path / "bin.yaml"), "not UTF-8")):  # fmt: skip
+        code, _, stderr = tl("run", "toy", "--data", str(toy_data), "--config", config)
+        assert code == 2 and expected in one_line(stderr), stderr
