@@ -29,9 +29,10 @@ from hypothesis import strategies as st
 sys.path.insert(0, str(Path(__file__).parents[1]))
 from reliability_data import COMMON, PLUGINS  # noqa: E402
 
-# a valid value trains a tiny model for one epoch, so fewer examples than the reader fuzzing
+# a valid value trains a tiny model for one epoch: fewer examples than the reader fuzzing
+# (CI time); TL_FUZZ_EXAMPLES=50 hunts deeper (400 cases, random)
 CLI_FUZZ = settings(
-    max_examples=DEEP or 16,
+    max_examples=DEEP or 10,
     deadline=None,
     derandomize=not DEEP,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
