@@ -3,14 +3,13 @@ flag and for a --config key (click's own multi-line usage block never reaches th
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 from pathlib import Path
 
 import pytest
 import tl.core.registry as registry
 import yaml
+from cli_inprocess import invoke as tl
 from toy_plugin import ToyPlugin
 
 ARGS = ["--weights", "none", "--batch-size", "24", "--seed", "0", "--device", "cpu",
@@ -21,19 +20,6 @@ ARGS = ["--weights", "none", "--batch-size", "24", "--seed", "0", "--device", "c
 def toy_plugin(monkeypatch):
     real = registry.load_plugin
     monkeypatch.setattr(registry, "load_plugin", lambda n: ToyPlugin() if n == "toy" else real(n))
-
-
-def tl(*argv: str) -> tuple[int, str, str]:
-    from tl.cli.main import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main(list(argv))
-            code = 0
-        except SystemExit as exc:
-            code = exc.code
-    return code, out.getvalue(), err.getvalue()
 
 
 def one_line(stderr: str) -> str:

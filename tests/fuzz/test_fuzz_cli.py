@@ -12,8 +12,6 @@ case costs a parse, or one tiny epoch when the value is valid.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import shutil
 import sys
 import tempfile
@@ -27,6 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
+from cli_inprocess import invoke  # noqa: E402
 from reliability_data import COMMON, PLUGINS  # noqa: E402
 
 # a valid value trains a tiny model for one epoch: fewer examples than the reader fuzzing
@@ -41,20 +40,6 @@ ODD = ["0", "-1", "-0.5", "2.5", "nan", "inf", "-inf", "1e30", "1e-30", "abc", "
 PLAIN = ["1", "2", "0.1", "0.5", "0.9", "32", "64"]  # valid for many options: those runs train
 # --devices N launches torchrun (tested in test_ddp.py); --out/--data are the test's own
 NOT_FUZZED = {"data", "out", "devices", "verbose", "epochs"}
-
-
-def invoke(*argv: str) -> tuple[int, str, str]:
-    """`tl ARGV` in this process: exit code, stdout, stderr."""
-    from tl.cli.main import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main(list(argv))
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-    return code, out.getvalue(), err.getvalue()
 
 
 def assert_clean_end(code: int, stderr: str) -> None:
