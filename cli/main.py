@@ -13,7 +13,7 @@ import click
 from tl.core import TLError
 from tl.core.errors import EXIT_USER_ERROR
 
-from .options import predict_like_options, run_options
+from .options import run_options
 
 _ARGV: list[str] = []  # this invocation's arguments, for `tl run --devices N` → torchrun
 
@@ -48,16 +48,11 @@ class PluginCommands(click.Group):
 
 
 def _plugin_command(plugin: Any, action: str) -> click.Command:
-    extra = plugin.cli_options() if action == "run" else plugin.pretrain_options()
-
     def callback(**options: Any) -> None:
         from tl.core.progress import ProgressReporter
         from tl.core.run import pretrain_plugin, run_plugin
 
         options.pop("verbose", None)
-        if options.get("config"):
-            options = {**config_values(click.get_current_context().command, options["config"]),
-                       **{k: v for k, v in options.items() if v is not None and k != "config"}}  # fmt: skip
         devices = options.pop("devices", None)
         if devices and devices > 1 and "WORLD_SIZE" not in os.environ:
             from tl.core.distributed import launch, strip_devices
@@ -69,12 +64,12 @@ def _plugin_command(plugin: Any, action: str) -> click.Command:
         if os.environ.get("RANK", "0") == "0":
             click.echo(str(run_dir))
 
-    help_text = f"{'Fine-tune, evaluate, export' if action == 'run' else 'Pretrain a backbone'}: {plugin.description}"
+    verb = "Fine-tune, evaluate, export" if action == "run" else "Pretrain a backbone"
     return click.Command(
         name=plugin.name,
-        params=run_options(action) + list(extra),
+        params=run_options(plugin, action),
         callback=callback,
-        help=help_text,
+        help=f"{verb}: {plugin.description}",
     )
 
 
@@ -92,9 +87,14 @@ def plugins_command() -> None:
     infos = list_plugins()
     if not infos:
         click.echo("no plugins installed — e.g. pip install ./plugins/medical")
-    for info in infos:
-        status = f"BROKEN: {info.error}" if info.error else info.description
-        click.echo(f"{info.name:<10} {info.distribution} {info.version:<8} {status}")
+    rows = [
+        (i.name, i.distribution, i.version, f"BROKEN: {i.error}" if i.error else i.description)
+        for i in infos
+    ]
+    widths = [max(len(row[col]) for row in rows) for col in range(3)] if rows else []
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        click.echo("  ".join([*cells, row[3]]))
     missing = sorted(set(KNOWN) - {i.name for i in infos})
     if missing:
         click.echo(f"not installed: {', '.join(missing)} (pip install ./plugins/<name>)")
@@ -151,76 +151,10 @@ def distill_command(run_dir: Path, **options: Any) -> None:
     click.echo(str(distill_run(run_dir, options, ProgressReporter())))
 
 
-def _runtime_command(name: str, help_text: str):
-    @click.command(
-        name,
-        help=help_text,
-        context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
-    )
-    @click.argument("model_path", metavar="RUN_DIR|MODEL.onnx", type=click.Path(path_type=Path))
-    @predict_like_options(with_out=name == "predict")
-    @click.pass_context
-    def command(ctx: click.Context, model_path: Path, **options: Any) -> None:
-        from tl.core.registry import load_plugin
-        from tl.core.runtime import load_onnx_model
+from .runtime_commands import evaluate_command, predict_command  # noqa: E402
 
-        model = load_onnx_model(model_path, device=options["device"])
-        plugin = load_plugin(model.plugin)
-        extra_cmd = click.Command(
-            plugin.name, params=list(getattr(plugin, "predict_options", lambda: [])())
-        )
-        extra_ctx = extra_cmd.make_context(f"tl {name} … ({plugin.name} options)", list(ctx.args))
-        options.update(extra_ctx.params)
-        options.pop("verbose", None)
-        data = options.pop("data")
-        if name == "predict":
-            _predict(plugin, model, data, options)
-        else:
-            _evaluate(plugin, model, data, options)
-
-    return command
-
-
-def _predict(plugin: Any, model: Any, data: Path, options: dict[str, Any]) -> None:
-    from tl.core.fileio import write_text_atomic
-
-    frame = plugin.predict(model, data, options)
-    out = options.get("out")
-    if frame is None:
-        return
-    if out is None:
-        click.echo(frame.to_csv(index=False), nl=False)
-        return
-    out = Path(out)
-    if out.suffix == ".json":
-        write_text_atomic(out, frame.to_json(orient="records", indent=2))
-    elif out.suffix == ".parquet":
-        from tl.core.fileio import atomic_path
-
-        with atomic_path(out) as tmp:
-            frame.to_parquet(tmp, index=False)
-    else:
-        write_text_atomic(out, frame.to_csv(index=False))
-    click.echo(f"{len(frame)} predictions → {out}", err=True)
-    click.echo(str(out))
-
-
-def _evaluate(plugin: Any, model: Any, data: Path, options: dict[str, Any]) -> None:
-    import json
-
-    from tl.core.fileio import write_json_atomic
-
-    metrics = plugin.evaluate(model, data, options)
-    text = json.dumps(metrics, indent=2, default=str)
-    if options.get("out"):
-        write_json_atomic(Path(options["out"]), metrics)
-    click.echo(text)
-
-
-cli.add_command(_runtime_command("predict", "Batch inference with onnxruntime (no torch needed)."))
-cli.add_command(
-    _runtime_command("evaluate", "Metrics on new labelled data with onnxruntime (no torch needed).")
-)
+cli.add_command(predict_command)
+cli.add_command(evaluate_command)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -241,6 +175,9 @@ def main(argv: list[str] | None = None) -> None:
         )
         sys.exit(130)
     except click.UsageError as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # bare `tl`, `tl run`: the help, as is
+            click.echo(exc.ctx.get_help() if exc.ctx is not None else exc.format_message())
+            sys.exit(0)
         click.echo(usage_error_line(exc), err=True)
         sys.exit(EXIT_USER_ERROR)
     except click.ClickException as exc:
@@ -280,35 +217,6 @@ _OS_ERROR_FIXES = {
     errno.EISDIR: "pass a file, not a folder",
     errno.ENOTDIR: "check the path: a part of it is a file, not a folder",
 }
-
-
-def config_values(command: click.Command, path: Path) -> dict[str, Any]:
-    """A --config file's values, checked and converted by the same click types as the flags.
-
-    Keys that are not options of ``command`` are kept as they are (a run's own config.yaml
-    also records e.g. the plugin name)."""
-    from tl.core import ConfigError
-    from tl.core.rundir import read_config
-
-    params = {p.name: p for p in command.params if isinstance(p, click.Option) and p.name}
-    values = read_config(Path(path))
-    for key, value in values.items():
-        param = params.get(key)
-        if param is None or value is None:
-            continue
-        try:
-            if param.is_flag and not isinstance(value, bool):
-                raise click.BadParameter(f"{value!r} is not true or false")
-            elif param.multiple:
-                items = value if isinstance(value, (list, tuple)) else [value]
-                values[key] = tuple(param.type.convert(v, param, None) for v in items)
-            elif not param.is_flag:
-                values[key] = param.type.convert(value, param, None)
-        except click.BadParameter as exc:
-            raise ConfigError(
-                f"bad value for {key}: {exc.message.rstrip('.')}", path, f"fix {key} in the file"
-            ) from None
-    return values
 
 
 def usage_error_line(exc: click.UsageError) -> str:

@@ -10,11 +10,15 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from .config import Config, RunConfig, option
 from .errors import ConfigError, DataError, ExportError, PluginError, TLError, WeightsError
 from .fileio import atomic_path, file_sha256, write_json_atomic, write_text_atomic
+from .inference import Batches, InputBatch, Skipped
 from .option_types import FRACTION, NON_NEGATIVE, OPEN_FRACTION, POSITIVE, FiniteRange
-from .plugin import API_VERSION, ExportSpec, Plugin, ReportSection, TLData
+from .plugin import API_VERSION, ExportSpec, Fitted, Plugin, ReportSection, TLData
 from .runtime import OnnxModel, load_onnx_model
+from .tables import iter_table, read_table, require_column
+from .weights_file import plugin_weights_metadata, read_weights_metadata
 
 __version__ = "0.1.0"
 
@@ -29,9 +33,19 @@ _LAZY = {
     "image_pretrain_task": "image_pretrain",
     "BatchAugment": "image_pretrain",
     "to_device": "trainer",
+    "StrategyPlan": "strategies",
+    "FitContext": "strategies",
+    "register_strategy": "strategies",
+    "build_plan": "strategies",
     "classification_metrics": "metrics",
     "expected_calibration_error": "metrics",
     "fit_temperature": "calibration",
+    "softmax": "calibration",
+    "sigmoid": "calibration",
+    "choose_threshold": "metrics",
+    "classification_report_markdown": "metrics",
+    "data_config": "backbones",
+    "plot_image_grid": "plots",
     "plot_confusion_matrix": "plots",
     "plot_roc_curves": "plots",
     "plot_pr_curves": "plots",
@@ -43,11 +57,15 @@ _LAZY = {
 
 __all__ = [
     "API_VERSION",
+    "Batches",
+    "Config",
     "ConfigError",
     "DataError",
     "ExportError",
     "ExportSpec",
+    "Fitted",
     "FRACTION",
+    "InputBatch",
     "FiniteRange",
     "NON_NEGATIVE",
     "OPEN_FRACTION",
@@ -55,13 +73,21 @@ __all__ = [
     "OnnxModel",
     "Plugin",
     "PluginError",
+    "RunConfig",
     "ReportSection",
+    "Skipped",
     "TLData",
     "TLError",
     "WeightsError",
     "atomic_path",
     "file_sha256",
+    "iter_table",
     "load_onnx_model",
+    "option",
+    "plugin_weights_metadata",
+    "read_table",
+    "read_weights_metadata",
+    "require_column",
     "write_json_atomic",
     "write_text_atomic",
     *_LAZY,

@@ -12,6 +12,7 @@ Training mixes clean and adversarial loss, ``(1 - mix) · clean + mix · adversa
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +20,7 @@ import torch
 from torch import nn
 
 from .errors import ConfigError
+from .task import Task, as_task
 
 ATTACKS = ("fgsm", "pgd")
 DEFAULT_EPSILON = 2 / 255
@@ -89,30 +91,22 @@ def check_options(options: dict[str, Any], model: nn.Module) -> tuple[str, float
     return method, epsilon, steps, mix
 
 
-class AdversarialTask:
-    """Wraps the trainer's task: training batches get an adversarial loss term; validation
-    and everything else are the wrapped task's."""
+def adversarial_task(task: Any, plugin: Any, options: dict[str, Any], model: nn.Module) -> Task:
+    """``task`` whose training batches get an adversarial loss term (``--adversarial``);
+    validation, metrics and monitoring stay ``task``'s."""
+    task = as_task(task)
+    method, epsilon, steps, mix = check_options(options, model)
 
-    def __init__(self, task: Any, plugin: Any, options: dict[str, Any], model: nn.Module) -> None:
-        self.task, self.plugin = task, plugin
-        self.method, self.epsilon, self.steps, self.mix = check_options(options, model)
-        self.monitor, self.monitor_mode = task.monitor, task.monitor_mode
-
-    def training_step(self, model: nn.Module, batch: Any) -> torch.Tensor:
-        images, targets = self.plugin.split_batch(batch)
-        adv = attack(
-            model, images, targets, self.plugin.loss, self.method, self.epsilon, self.steps
-        )
-        adv_loss = self.plugin.loss(model(adv), targets)
-        if self.mix >= 1:
+    def training_step(model: nn.Module, batch: Any) -> torch.Tensor:
+        images, targets = plugin.split_batch(batch)
+        loss = plugin.model_loss(model)
+        adv = attack(model, images, targets, loss, method, epsilon, steps)
+        adv_loss = loss(model(adv), targets)
+        if mix >= 1:
             return adv_loss
-        return (1 - self.mix) * self.plugin.loss(model(images), targets) + self.mix * adv_loss
+        return (1 - mix) * loss(model(images), targets) + mix * adv_loss
 
-    def predict_step(self, model: nn.Module, batch: Any) -> Any:
-        return self.task.predict_step(model, batch)
-
-    def metrics(self, outputs: list[Any], split: str) -> dict[str, Any]:
-        return self.task.metrics(outputs, split)
+    return dataclasses.replace(task, training_step=training_step)
 
 
 def _correct(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -145,7 +139,7 @@ def robust_accuracy(
         images, targets = images.to(device), targets.to(device)
         with torch.no_grad():
             clean += int(_correct(model(images).float(), targets).sum())
-        adv = attack(model, images, targets, plugin.loss, method, epsilon, steps)
+        adv = attack(model, images, targets, plugin.model_loss(model), method, epsilon, steps)
         with torch.no_grad():
             attacked += int(_correct(model(adv).float(), targets).sum())
         total += len(targets)
@@ -206,53 +200,16 @@ def report_markdown(adv: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
-__all__ = ["AdversarialTask", "adversarial_report", "attack", "robust_accuracy"]
+__all__ = ["adversarial_report", "adversarial_task", "attack", "robust_accuracy"]
 
 
 def wrap_task(task: Any, plugin: Any, options: dict[str, Any], model: nn.Module) -> Any:
     """The trainer's task for ``tl run``: adversarial when ``--adversarial`` is set."""
     if not options.get("adversarial"):
         return task
-    wrapped = AdversarialTask(task, plugin, options, model)
+    wrapped = adversarial_task(task, plugin, options, model)
     model.supports_feature_cache = False  # attacks need pixels, not cached features
     return wrapped
-
-
-def compare_plain(
-    plugin: Any,
-    data: Any,
-    model: nn.Module,
-    options: dict[str, Any],
-    run_dir: Any,
-    reporter: Any,
-    device: Any,
-) -> dict[str, Any]:
-    """After an adversarial ``tl run``: robust accuracy of the model, and (unless
-    ``--no-adversarial-plain``) of the same recipe trained without attacks (in ``plain/``)."""
-    from pathlib import Path
-
-    import pandas as pd
-
-    from .run import train_one
-
-    plain_model, plain_seconds = None, None
-    if options.get("adversarial_plain", True) is not False:
-        reporter.log("training the same model without adversarial examples (for comparison)")
-        plain_dir = Path(run_dir) / "plain"
-        plain_dir.mkdir(exist_ok=True)
-        plain_options = {**options, "adversarial": None}
-        plain_model, fit, _, _ = train_one(
-            plugin, data, plain_options, plain_dir, reporter, options["weights"], tensorboard=False
-        )
-        plain_seconds = round(fit.seconds, 2)
-        pd.DataFrame(fit.history).to_csv(plain_dir / "history.csv", index=False)
-    reporter.log(f"attacking the test split ({options['adversarial']})")
-    result = adversarial_report(plugin, data, model, options, device, plain_model, plain_seconds)
-    line = f"robust accuracy {result['robust_accuracy']:.4f} (clean {result['clean_accuracy']:.4f})"
-    if "plain" in result:
-        line += f"; plain model {result['plain']['robust_accuracy']:.4f}"
-    reporter.log(line)
-    return result
 
 
 def report_sections(metrics: dict[str, Any]) -> list[Any]:

@@ -9,7 +9,6 @@ built its model (`load_tl_weights`), because only the whole model knows which te
 
 from __future__ import annotations
 
-import json
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,9 +18,9 @@ import torch
 from torch import nn
 
 from .errors import ConfigError, WeightsError
+from .weights_file import TL_WEIGHTS_KEY, read_safetensors_metadata
 
 HUB_HOST = ("huggingface.co", 443)
-TL_WEIGHTS_KEY = "tl"
 
 
 @dataclass
@@ -62,26 +61,6 @@ def find_tl_weights(path: Path) -> Path | None:
     if path.suffix == ".safetensors" and TL_WEIGHTS_KEY in read_safetensors_metadata(path):
         return path
     return None
-
-
-def read_safetensors_metadata(path: Path) -> dict[str, Any]:
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            raw = handle.metadata() or {}
-    except Exception as exc:
-        raise WeightsError(
-            "the weights file is corrupt or not safetensors", path, "re-create it or pick another"
-        ) from exc
-    if TL_WEIGHTS_KEY in raw:
-        try:
-            return {TL_WEIGHTS_KEY: json.loads(raw[TL_WEIGHTS_KEY])}
-        except json.JSONDecodeError as exc:
-            raise WeightsError(
-                "the weights file's tl metadata is not JSON", path, "re-create it"
-            ) from exc
-    return dict(raw)
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:
@@ -166,6 +145,16 @@ def create_backbone(
             path,
             "use a .safetensors file or a plain state dict saved with torch.save",
         ) from exc
+
+
+def is_vit(model_or_backbone: nn.Module) -> bool:
+    """Whether a backbone — or a model's ``.backbone`` — is a timm ``VisionTransformer``
+    (its tokens take prompts, its attention/MLP layers are lora's default targets)."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    if isinstance(model_or_backbone, VisionTransformer):
+        return True
+    return isinstance(getattr(model_or_backbone, "backbone", None), VisionTransformer)
 
 
 def _fixed_input_size(name: str) -> bool:

@@ -18,6 +18,7 @@ report compares teacher and student: metrics, parameters, ONNX size, onnxruntime
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -35,9 +36,17 @@ from .fileio import write_json_atomic, write_text_atomic
 from .plugin import ReportSection
 from .progress import ProgressReporter
 from .report import write_report
-from .rundir import data_fingerprint, make_run_dir, read_config, write_config, write_manifest
+from .rundir import (
+    data_fingerprint,
+    make_run_dir,
+    read_config,
+    run_status,
+    write_config,
+    write_manifest,
+)
 from .seeding import seed_everything
 from .strategies import build_plan, parameter_counts
+from .task import Task, plugin_task
 from .trainer import Trainer
 
 #: flags of `tl distill` that override the teacher's options when given
@@ -59,36 +68,29 @@ def kd_loss(
     return loss * t * t
 
 
-class DistillTask:
-    """The trainer's task: plugin validation/metrics, distillation loss in training."""
+def distill_task(
+    plugin: Any, data: Any, teacher: nn.Module, alpha: float, temperature: float
+) -> Task:
+    """The plugin's task (validation, metrics, monitoring) with the distillation loss in
+    training; ``teacher`` is put in eval mode and frozen."""
+    teacher.eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
 
-    def __init__(
-        self, plugin: Any, data: Any, teacher: nn.Module, alpha: float, temperature: float
-    ) -> None:
-        self.plugin, self.data, self.teacher = plugin, data, teacher.eval()
-        self.alpha, self.temperature = alpha, temperature
-        self.monitor, self.monitor_mode = plugin.monitor, plugin.monitor_mode
-        for p in teacher.parameters():
-            p.requires_grad_(False)
-
-    def training_step(self, model: nn.Module, batch: Any) -> torch.Tensor:
-        inputs, targets = self.plugin.split_batch(batch)
-        if next(self.teacher.parameters()).device != inputs.device:
-            self.teacher.to(inputs.device)
+    def training_step(model: nn.Module, batch: Any) -> torch.Tensor:
+        inputs, targets = plugin.split_batch(batch)
+        if next(teacher.parameters()).device != inputs.device:
+            teacher.to(inputs.device)
         with torch.no_grad():
-            soft = self.teacher(inputs).float()
+            soft = teacher(inputs).float()
         logits = model(inputs)
         multilabel = targets.ndim > 1
-        distill = kd_loss(logits.float(), soft, self.temperature, multilabel)
-        if self.alpha >= 1:
+        distill = kd_loss(logits.float(), soft, temperature, multilabel)
+        if alpha >= 1:
             return distill
-        return self.alpha * distill + (1 - self.alpha) * self.plugin.loss(logits, targets)
+        return alpha * distill + (1 - alpha) * plugin.model_loss(model)(logits, targets)
 
-    def predict_step(self, model: nn.Module, batch: Any) -> Any:
-        return self.plugin.predict_step(model, batch)
-
-    def metrics(self, outputs: list[Any], split: str) -> dict[str, Any]:
-        return self.plugin.metrics(outputs, self.data, split)
+    return dataclasses.replace(plugin_task(plugin, data), training_step=training_step)
 
 
 def _teacher_files(run_dir: Path) -> dict[str, Path]:
@@ -148,14 +150,14 @@ def distill_run(
 ) -> Path:
     """The whole `tl distill`; returns the new run directory. ``plugin``: the teacher's
     (default: the installed plugin its metrics.json names)."""
+    from .config import resolve_config
     from .registry import load_plugin
-    from .run import evaluate_model, export_run, train_config
 
     teacher_dir = Path(teacher_dir).expanduser().resolve()
     files = _teacher_files(teacher_dir)
-    teacher_cfg = read_config(files["config"])
     teacher_metrics = json.loads(files["metrics"].read_text())
     plugin = plugin or load_plugin(teacher_metrics["plugin"])
+    teacher_cfg = resolve_config(plugin, {}, None, "run", saved=read_config(files["config"]))
     student_name = flags.get("student")
     if not student_name:
         raise ConfigError("no student backbone", "--student", "e.g. --student resnet10t")
@@ -166,37 +168,51 @@ def distill_run(
     if not temperature > 0:
         raise ConfigError("--temperature must be positive", "--temperature", "e.g. 4")
 
-    options = {
-        **teacher_cfg,
+    weights = str(flags.get("weights") or "none")
+    if weights not in ("hub", "none"):
+        weights = str(Path(weights).expanduser().resolve())
+    changes: dict[str, Any] = {
         "backbone": student_name,
-        "weights": flags.get("weights") or "none",
+        "weights": weights,
         "strategy": "full",
         "compare_scratch": False,
         "adversarial": None,
-        "out": str(flags.get("out") or teacher_cfg.get("out") or "runs"),
+        "out": str(flags.get("out") or teacher_cfg["out"]),
+        **{k: flags[k] for k in TRAIN_KEYS if flags.get(k) is not None},
     }
-    options.update({k: flags[k] for k in TRAIN_KEYS if flags.get(k) is not None})
     if flags.get("data"):
-        options["data"] = str(Path(flags["data"]).expanduser().resolve())
-    if options["weights"] not in ("hub", "none"):
-        options["weights"] = str(Path(options["weights"]).expanduser().resolve())
-    options["distill"] = {
+        changes["data"] = str(Path(flags["data"]).expanduser().resolve())
+    options = teacher_cfg.replace(**changes)
+    distill_info = {
         "teacher_run": str(teacher_dir),
         "teacher_backbone": teacher_cfg["backbone"],
         "alpha": alpha,
         "temperature": temperature,
     }
 
+    seed_everything(int(teacher_cfg["seed"]))
+    data = plugin.load(Path(options["data"]), teacher_cfg)
+    _check_same_splits(data.splits, files["splits"])
     run_dir = make_run_dir(Path(options["out"]), f"{plugin.name}-distill")
-    write_config(run_dir, options)
+    write_config(run_dir, plugin, options)
     reporter = reporter or ProgressReporter()
     reporter.log_file = run_dir / "log.txt"
     reporter.log(f"run directory {run_dir}")
     reporter.log(f"distilling {teacher_cfg['backbone']} ({teacher_dir.name}) into {student_name}")
+    with run_status(run_dir, plugin, options):
+        return _distill(plugin, data, teacher_cfg, options, files, teacher_metrics, distill_info,
+                        run_dir, reporter)  # fmt: skip
 
-    seed_everything(int(teacher_cfg.get("seed", 0)))
-    data = plugin.load(Path(options["data"]), teacher_cfg)
-    _check_same_splits(data.splits, files["splits"])
+
+def _distill(plugin, data, teacher_cfg, options, files, teacher_metrics, distill_info, run_dir,
+             reporter) -> Path:  # fmt: skip
+    from .run import Variant, evaluate_variant, export_run
+    from .run_config import train_config
+    from .trainer import FitResult
+
+    teacher_dir = Path(distill_info["teacher_run"])
+    student_name = options["backbone"]
+    alpha, temperature = distill_info["alpha"], distill_info["temperature"]
     write_text_atomic(run_dir / "splits.csv", data.splits.to_csv(index=False))
     counts = {f"n_{s}": len(getattr(data, s)) for s in ("train", "val", "test")}
 
@@ -212,12 +228,10 @@ def distill_run(
         summary = load_tl_weights(student, spec.tl_weights)
         loaded = {"source": summary["source"], "loaded": summary["loaded"]}
         loaded["skipped"] = len(summary["skipped"])
-    plan = build_plan(
-        student, "full", lr=float(options["lr"]), weight_decay=float(options["weight_decay"])
-    )
+    plan = build_plan(student, options)
     trainer = Trainer(
         train_config(options),
-        DistillTask(plugin, data, teacher, alpha, temperature),
+        distill_task(plugin, data, teacher, alpha, temperature),
         run_dir,
         reporter,
         weights_meta=lambda: {
@@ -229,9 +243,12 @@ def distill_run(
     )
     fit = trainer.fit(student, plan, data.train, data.val, data.collate)
     write_text_atomic(run_dir / "history.csv", pd.DataFrame(fit.history).to_csv(index=False))
-    metrics, export_extra, test_outputs = evaluate_model(plugin, data, student, trainer)
+    result = evaluate_variant(plugin, data, Variant("student", options, student, fit, {}, trainer))
+    metrics = result.metrics
     # the teacher's metrics as rebuilt here: equal to its run's own when the rebuild is right
-    teacher_now, _, _ = evaluate_model(plugin, data, trainer.prepare(teacher), trainer)
+    teacher_variant = Variant("teacher", teacher_cfg, trainer.prepare(teacher), FitResult(), {},
+                              trainer)  # fmt: skip
+    teacher_now = evaluate_variant(plugin, data, teacher_variant).metrics
     teacher_matches = _check_teacher_metrics(teacher_now, teacher_metrics, reporter)
     trainable, total = parameter_counts(student)
     teacher_params = sum(p.numel() for p in teacher.parameters())
@@ -255,8 +272,7 @@ def distill_run(
         plugin,
         student,
         data,
-        test_outputs,
-        export_extra,
+        result,
         run_dir,
         reporter,
         {
@@ -305,7 +321,7 @@ def distill_run(
     write_json_atomic(run_dir / "metrics.json", metrics_json)
 
     sections = [_comparison_section(metrics_json["distillation"], headline)]
-    sections += plugin.report(run_dir, metrics_json, data, student)
+    sections += plugin.report(run_dir, metrics_json, data, student, result.fitted)
     train_info = {"trainable_params": trainable, "total_params": total, **loaded}
     report = write_report(
         run_dir, plugin, options, metrics_json, fit.history, data, train_info, sections
@@ -317,7 +333,7 @@ def distill_run(
         run_dir,
         plugin,
         options,
-        {"data": data_fingerprint(Path(options["data"])), "teacher_run": str(teacher_dir)},
+        {"data": data_fingerprint(Path(options["data"])), "distill": distill_info},
     )
     d = metrics_json["distillation"]
     reporter.log(
@@ -328,7 +344,7 @@ def distill_run(
     return run_dir
 
 
-def _restore_teacher(plugin: Any, data: Any, config: dict[str, Any], weights: Path) -> nn.Module:
+def _restore_teacher(plugin: Any, data: Any, config: Any, weights: Path) -> nn.Module:
     """The teacher as its run evaluated and exported it, rebuilt by the run's own path."""
     from .run import restore_run_model
 
@@ -404,4 +420,4 @@ def _comparison_section(d: dict[str, Any], headline: list[str]) -> ReportSection
     return ReportSection("Teacher vs student", "\n".join(rows))
 
 
-__all__ = ["DistillTask", "distill_run", "kd_loss", "onnx_latency"]
+__all__ = ["distill_run", "distill_task", "kd_loss", "onnx_latency"]

@@ -4,7 +4,8 @@ While the backbone is fully frozen (``--strategy linear``, the head-only epochs 
 ``gradual``) its output for an item never changes, so the trainer computes the features of
 the train and val splits once — with the deterministic eval view of the data (no
 augmentation) — and the head trains on them through the same loop: history, early stopping
-and checkpoints see the whole model, only the step model is ``HeadOnly``.
+and checkpoints see the whole model, only the step model is ``HeadOnly``
+(`tl.core.callbacks.FeatureCaching` swaps the epoch's model and data).
 
 A model qualifies when it has ``.backbone``, ``.head`` and ``features(x)`` with
 ``forward(x) == head(features(x))`` (`tl.core.models.ClassifierModel`), and batches are
@@ -149,7 +150,7 @@ class FeatureCache:
         feats: list[torch.Tensor] = []
         targets: list[torch.Tensor] = []
         model.eval()
-        with torch.inference_mode(), trainer._autocast():
+        with torch.inference_mode(), trainer.autocast():
             for batch in trainer.loader(
                 subset,
                 collate,

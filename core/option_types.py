@@ -22,6 +22,11 @@ class FiniteRange(click.FloatRange):
             self.fail(f"{value!r} is not a finite number", param, ctx)
         return number
 
+    def _describe_range(self) -> str:
+        if self.min is None and self.max is None:
+            return "finite"
+        return super()._describe_range()
+
 
 POSITIVE = FiniteRange(min=0, min_open=True)
 NON_NEGATIVE = FiniteRange(min=0)

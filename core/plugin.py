@@ -5,34 +5,41 @@ This module imports no torch: the runtime half of a plugin (``predict``/``evalua
 ONNX model) must work where torch is not installed. Methods that train take and return
 torch objects, but import torch lazily inside the plugin's own modules.
 
-Life of ``tl run PLUGIN``  (driven by ``tl.core.run``):
+Life of ``tl run PLUGIN``  (driven by ``tl.core.run``; protocol v2, see ARCHITECTURE.md):
 
-1. ``data = plugin.load(path, options)``                → `TLData` (train/val/test + splits)
-2. ``model = plugin.build_model(spec, data, options)``  → ``nn.Module`` with ``.backbone``
-   and ``.head``; the core loads ``--weights`` and applies ``--strategy`` to that split
+1. ``data = plugin.load(path, options)``                  → `TLData`; nothing mutates it later
+2. ``model = plugin.build_model(spec, data, options)``    → a fresh ``nn.Module`` with
+   ``.backbone`` and ``.head``; what later steps need about this model lives on the model
 3. the core trainer calls ``training_step`` / ``predict_step`` / ``metrics`` every epoch
-4. ``plugin.metrics(outputs, data, "test")``            → metrics.json (plus core keys)
-5. ``plugin.export_spec(model, data)``                  → the core exports ONNX and checks parity
-6. ``plugin.report(...)``                                → sections of report.md with plots
+4. ``fitted = plugin.finalize(model, data, outputs, options)`` → a frozen `Fitted` value
+5. ``plugin.predictions(outputs, data, fitted)``          → test_predictions.csv
+6. ``plugin.export_spec(model, data, fitted, run_dir)``   → the core exports ONNX, checks parity
+7. ``plugin.report(run_dir, metrics, data, model, fitted)`` → sections of report.md
 
-``tl predict`` / ``tl evaluate`` call ``plugin.predict`` / ``plugin.evaluate`` with an
-`tl.core.runtime.OnnxModel`; no torch is imported on that path.
+``options`` is a read-only `tl.core.Config`: the core's `RunConfig` and the plugin's own
+``options_type`` dataclass, resolved once. Training one plugin several times in a process
+(main model, ``--compare-scratch``, adversarial plain model, distill student) cannot
+interfere, because every fitted value travels as a value.
+
+``tl predict`` / ``tl evaluate`` go through `tl.core.inference`; no torch on that path.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
-    import click
     import pandas as pd
 
+    from .config import Config
+    from .inference import InputBatch, Skipped
     from .runtime import OnnxModel
 
-API_VERSION = 1
+API_VERSION = 2
 
 
 @dataclass
@@ -56,6 +63,29 @@ class TLData:
     def describe(self) -> dict[str, Any]:
         """Facts about the data for report.md (counts, columns, skipped items …)."""
         return dict(self.info)
+
+
+def _frozen(values: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    return MappingProxyType(dict(values or {}))
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """What `Plugin.finalize` fits after training, as one value handed to the later steps.
+
+    ``metrics``: final test metrics (they extend/override the raw test metrics);
+    ``export``: JSON-able values the exported model and test_predictions.csv use (threshold,
+    temperature …; they also land in the ONNX metadata); ``artifacts``: what the report
+    needs (test scores, curves, a baseline's scores …).
+    """
+
+    metrics: Mapping[str, Any] = field(default_factory=dict)
+    export: Mapping[str, Any] = field(default_factory=dict)
+    artifacts: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("metrics", "export", "artifacts"):
+            object.__setattr__(self, name, _frozen(getattr(self, name)))
 
 
 @dataclass
@@ -110,31 +140,33 @@ class Plugin:
     default_backbone: str = "resnet18"
     monitor: str = "loss"
     monitor_mode: str = "min"
-    #: the plugin's own defaults for shared options (e.g. ``{"dropout": 0.2}``); flags and
-    #: ``--config`` still win
+    #: the plugin's overrides of core defaults (e.g. ``{"dropout": 0.2}``); --config and
+    #: flags still win
     defaults: dict[str, Any] = {}
-
-    # ----------------------------------------------------------------- CLI
-    def cli_options(self) -> list[click.Option]:
-        """Extra options of ``tl run PLUGIN`` (e.g. ``--target``); values reach ``options``."""
-        return []
-
-    def pretrain_options(self) -> list[click.Option]:
-        """Extra options of ``tl pretrain PLUGIN``."""
-        return []
+    #: False when the plugin's models are not timm models: default ``--weights none``, and
+    #: ``--weights hub`` is an error
+    hub_weights: bool = True
+    #: dataclasses of the plugin's own options (fields made with `tl.core.option`) of
+    #: ``tl run``, ``tl pretrain`` and ``tl predict``/``tl evaluate``
+    options_type: type | None = None
+    pretrain_options_type: type | None = None
+    predict_options_type: type | None = None
 
     # ---------------------------------------------------------------- data
     def demo(self, out_dir: Path, size: str = "small", seed: int = 0) -> Path:
         """Write a realistic generated dataset in the plugin's formats; return its root."""
         raise NotImplementedError
 
-    def load(self, path: Path, options: dict[str, Any]) -> TLData:
+    def load(self, path: Path, options: Config) -> TLData:
         """Read ``path`` into train/val/test splits (the plugin's own split rules)."""
         raise NotImplementedError
 
     # --------------------------------------------------------------- model
-    def build_model(self, spec: Any, data: TLData, options: dict[str, Any]) -> Any:
-        """Return an ``nn.Module`` with ``.backbone`` and ``.head`` submodules.
+    def build_model(self, spec: Any, data: TLData, options: Config) -> Any:
+        """Return a new ``nn.Module`` with ``.backbone`` and ``.head`` submodules.
+
+        Never store anything on ``self`` or ``data`` here: the same plugin builds several
+        models in one run; what later steps need about this model goes on the model.
 
         ``spec`` is a `tl.core.backbones.BackboneSpec` (name, weights, options); image plugins
         call `tl.core.create_backbone(spec, ...)`. Weights other than timm's (our run
@@ -151,32 +183,35 @@ class Plugin:
         """Training loss of ``model(inputs)`` against ``targets``."""
         raise NotImplementedError
 
+    def model_loss(self, model: Any) -> Callable[[Any, Any], Any]:
+        """``loss(outputs, targets)`` of ``model``: the core's attacks and distillation use
+        it. Default `loss`; a plugin whose loss depends on the data a model was built for
+        (class weights …) keeps the loss on the model and returns it here."""
+        return self.loss
+
     def training_step(self, model: Any, batch: Any) -> Any:
         inputs, targets = self.split_batch(batch)
-        return self.loss(model(inputs), targets)
+        return self.model_loss(model)(model(inputs), targets)
 
     def predict_step(self, model: Any, batch: Any) -> Any:
         """What ``metrics`` consumes for one batch (moved to CPU by the core)."""
         inputs, targets = self.split_batch(batch)
         outputs = model(inputs)
-        return {"outputs": outputs, "targets": targets, "loss": self.loss(outputs, targets)}
+        loss = self.model_loss(model)(outputs, targets)
+        return {"outputs": outputs, "targets": targets, "loss": loss}
 
     def metrics(self, outputs: list[Any], data: TLData, split: str) -> dict[str, Any]:
         """Metrics of one split from the list of ``predict_step`` results."""
         raise NotImplementedError
 
-    def finalize(self, model: Any, data: TLData, outputs: dict[str, list[Any]]) -> dict[str, Any]:
+    def finalize(
+        self, model: Any, data: TLData, outputs: dict[str, list[Any]], options: Config
+    ) -> Fitted:
         """After training (best weights loaded), with ``predict_step`` results of "val" and
-        "test": fit what is fitted on validation (temperature, threshold …).
+        "test": fit what is fitted on validation (temperature, threshold …) and return it."""
+        return Fitted()
 
-        Returns ``{"metrics": {...}, "export": {...}}``: "metrics" override/extend the test
-        metrics, "export" reaches ``export_spec`` and ``predictions``.
-        """
-        return {"metrics": {}, "export": {}}
-
-    def predictions(
-        self, outputs: list[Any], data: TLData, extra: dict[str, Any]
-    ) -> pd.DataFrame | None:
+    def predictions(self, outputs: list[Any], data: TLData, fitted: Fitted) -> pd.DataFrame | None:
         """test_predictions.csv: one row per test item (id, target, prediction, scores)."""
         return None
 
@@ -197,27 +232,64 @@ class Plugin:
         return state_dict
 
     # -------------------------------------------------------------- export
-    def export_spec(self, model: Any, data: TLData, extra: dict[str, Any]) -> ExportSpec:
-        """``extra``: the "export" dict of ``finalize`` plus ``run_dir`` (for side files)."""
+    def export_spec(self, model: Any, data: TLData, fitted: Fitted, run_dir: Path) -> ExportSpec:
+        """The export of ``model`` with the ``fitted`` values (``run_dir`` for side files)."""
         raise NotImplementedError
 
     # ------------------------------------------------------------- runtime (no torch)
+    # `tl predict` / `tl evaluate` (tl.core.inference): the core runs the model, shows
+    # progress, counts skipped items and writes the output; the plugin reads and decodes.
+    #: what the progress lines count ("images", "rows", "users")
+    item_noun: str = "items"
+    #: the output column that names an item; a skipped item's row holds its id there
+    item_column: str = "item"
+
+    def read_batches(
+        self,
+        model: OnnxModel,
+        path: Path,
+        options: Mapping[str, Any],
+        batch_size: int,
+        labelled: bool = False,
+    ) -> Iterable[InputBatch | Skipped]:
+        """Model inputs of ``path``, a batch at a time (memory stays bounded), and a `Skipped`
+        for each item that cannot be read (the core raises for it unless ``--skip-bad``).
+        ``labelled`` (``tl evaluate``): ``items`` also holds each item's label. Return a
+        `tl.core.Batches` to give progress lines a total."""
+        raise NotImplementedError
+
+    def decode(
+        self,
+        model: OnnxModel,
+        batch: InputBatch,
+        outputs: dict[str, Any],
+        options: Mapping[str, Any],
+    ) -> pd.DataFrame:
+        """Rows of the output for one batch (``outputs``: the model's arrays by name)."""
+        raise NotImplementedError
+
+    def score(
+        self, model: OnnxModel, rows: pd.DataFrame, extras: list[Any], options: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """`tl evaluate`'s metrics from all decoded rows and each batch's ``extra``."""
+        raise NotImplementedError
+
     def predict(self, model: OnnxModel, path: Path, options: dict[str, Any]) -> pd.DataFrame:
-        """Batch inference with onnxruntime; one row per item."""
+        """Deprecated (protocol v1): used only by plugins without ``read_batches``."""
         raise NotImplementedError
 
     def evaluate(self, model: OnnxModel, path: Path, options: dict[str, Any]) -> dict[str, Any]:
-        """Metrics on new labelled data with onnxruntime."""
+        """Deprecated (protocol v1): used only by plugins without ``read_batches``."""
         raise NotImplementedError
 
     # -------------------------------------------------------------- report
     def report(
-        self, run_dir: Path, metrics: dict[str, Any], data: TLData, model: Any
+        self, run_dir: Path, metrics: dict[str, Any], data: TLData, model: Any, fitted: Fitted
     ) -> list[ReportSection]:
         """Plugin sections of report.md; write plots into ``run_dir`` and name them."""
         return []
 
     # ------------------------------------------------------------ pretrain
-    def pretrain_task(self, spec: Any, path: Path, options: dict[str, Any]) -> Any:
+    def pretrain_task(self, spec: Any, path: Path, options: Config) -> Any:
         """For ``tl pretrain``: a `tl.core.pretrain.PretrainTask` (model, data, steps)."""
         raise NotImplementedError

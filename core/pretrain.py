@@ -4,6 +4,11 @@ The core trains ``model`` with the same trainer as ``tl run`` and writes
 ``backbone.safetensors``: every tensor of ``model.state_dict()`` under ``backbone.`` (so the
 pretraining model's ``.backbone`` must be built like the fine-tuning model's), with
 ``metadata`` stored as JSON in the file, where ``Plugin.adapt_weights`` finds it later.
+
+The trainer runs it as the `tl.core.task.Task` of `tl.core.task.pretrain_as_task`: without
+``training_step`` the plugin's own trains, without ``predict_step`` validation reports the
+training loss (``{"loss": training_step(model, batch)}``), and ``metrics(outputs)`` adds
+metrics of its own to that loss.
 """
 
 from __future__ import annotations

@@ -57,9 +57,9 @@ class _NullBar:
 
 
 class Throughput:
-    """Progress of a long batch loop (``tl predict``): a bar on a terminal; otherwise a log
-    line every ``every`` seconds and one at the end, so a 20k-image job in a log file shows
-    that it is alive, how far it is and how fast it goes."""
+    """Progress of a long batch loop (``tl predict``/``tl evaluate``): a bar on a terminal;
+    otherwise a log line every ``every`` seconds and one at the end, so a 20k-image job in a
+    log file shows that it is alive, how far it is and how fast it goes."""
 
     def __init__(
         self,
@@ -67,8 +67,9 @@ class Throughput:
         unit: str,
         reporter: ProgressReporter | None = None,
         every: float = 10.0,
+        action: str = "predicting",
     ) -> None:
-        self.total, self.unit, self.every = total, unit, every
+        self.total, self.unit, self.every, self.action = total, unit, every, action
         self.reporter = reporter or ProgressReporter()
         self.done = 0
         self._started = self._logged = time.time()
@@ -76,7 +77,7 @@ class Throughput:
 
     def __enter__(self) -> Throughput:
         if self.reporter.tty:
-            self._bar = self.reporter.bar(self.total or 0, f"predicting {self.unit}")
+            self._bar = self.reporter.bar(self.total or 0, f"{self.action} {self.unit}")
             self._bar.__enter__()
         return self
 

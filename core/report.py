@@ -27,10 +27,20 @@ def _scalar_table(metrics: dict[str, Any], keys: list[str] | None = None) -> str
     return "\n".join(rows)
 
 
+def weights_phrase(weights: Any) -> str:
+    """What ``--weights`` meant, in words: a report must say what happened."""
+    weights = str(weights)
+    if weights == "none":
+        return "none (random init)"
+    if weights == "hub":
+        return "timm hub (pretrained)"
+    return f"`{Path(weights).name}` (tl weights file or run)"
+
+
 def write_report(
     run_dir: Path,
     plugin: Plugin,
-    options: dict[str, Any],
+    options: Any,
     metrics: dict[str, Any],
     history: list[dict[str, Any]],
     data: TLData,
@@ -40,7 +50,7 @@ def write_report(
 ) -> Path:
     parts = [f"# tl run — {plugin.name}", ""]
     parts += [
-        f"Backbone **{options['backbone']}**, weights `{Path(str(options['weights'])).name if options['weights'] not in ('hub', 'none') else options['weights']}`, "
+        f"Backbone **{options['backbone']}**, weights: {weights_phrase(options['weights'])}, "
         f"strategy **{options['strategy']}**; {train_info['trainable_params']:,} of "
         f"{train_info['total_params']:,} parameters trainable "
         f"({100 * train_info['trainable_params'] / max(1, train_info['total_params']):.1f} %).",

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -38,9 +41,60 @@ def make_run_dir(out: Path, prefix: str) -> Path:
     raise ConfigError("too many runs in one second", out, "use another --out")
 
 
-def write_config(run_dir: Path, options: dict[str, Any]) -> None:
-    text = yaml.safe_dump(_plain(options), sort_keys=True, allow_unicode=True)
+def write_config(run_dir: Path, plugin: Any, config: Any) -> None:
+    """config.yaml: the plugin and every resolved option, so that
+    ``tl run PLUGIN --config RUN/config.yaml`` reproduces the run."""
+    values = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    text = yaml.safe_dump(_plain({"plugin": plugin.name, **values}), sort_keys=True,
+                          allow_unicode=True)  # fmt: skip
     write_text_atomic(run_dir / "config.yaml", text)
+
+
+@contextmanager
+def run_status(run_dir: Path, plugin: Any, config: Any) -> Iterator[None]:
+    """``status`` in manifest.json: ``running`` while the body runs, then ``complete``, or
+    ``failed`` (with the error line) / ``interrupted`` (resumable) when it raises."""
+    update_manifest(run_dir, plugin, config, {"status": "running", "error": None})
+    try:
+        yield
+    except BaseException as exc:
+        from .errors import Interrupted
+
+        interrupted = isinstance(exc, (Interrupted, KeyboardInterrupt))
+        line = getattr(exc, "what", None) or f"{type(exc).__name__}: {exc}"
+        with suppress(OSError):  # a full disk must not hide the original error
+            update_manifest(run_dir, plugin, config, {
+                "status": "interrupted" if interrupted else "failed",
+                "error": str(line).splitlines()[0][:500] if str(line) else type(exc).__name__,
+            })  # fmt: skip
+        raise
+    update_manifest(run_dir, plugin, config, {"status": "complete"})
+
+
+def remove_stale_temp_files(run_dir: Path) -> int:
+    """Delete the temp files a killed process left mid-write (``.NAME.*.tmp``, see
+    `tl.core.fileio.atomic_path`); the files they were to replace are intact."""
+    stale = [p for p in Path(run_dir).rglob(".*.tmp") if p.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)
+
+
+def read_manifest(run_dir: Path) -> dict[str, Any]:
+    try:
+        loaded = json.loads((Path(run_dir) / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def update_manifest(run_dir: Path, plugin: Any, config: Any, extra: dict[str, Any]) -> None:
+    """manifest.json with ``extra`` merged into what it holds already."""
+    manifest = read_manifest(run_dir)
+    if not manifest:
+        manifest = _base_manifest(plugin, config)
+    manifest.update(extra)
+    write_json_atomic(Path(run_dir) / "manifest.json", manifest)
 
 
 def read_config(path: Path) -> dict[str, Any]:
@@ -122,9 +176,15 @@ def data_fingerprint(path: Path, max_listed: int = 2000) -> dict[str, Any]:
     }
 
 
-def write_manifest(
-    run_dir: Path, plugin: Any, options: dict[str, Any], extra: dict[str, Any]
-) -> None:
+def write_manifest(run_dir: Path, plugin: Any, options: Any, extra: dict[str, Any]) -> None:
+    """manifest.json: versions, git SHA, seed, command line, data hashes (``extra``); a
+    ``status`` already recorded by `run_status` is kept."""
+    status = {k: v for k, v in read_manifest(run_dir).items() if k in ("status", "error")}
+    write_json_atomic(run_dir / "manifest.json", {**_base_manifest(plugin, options), **status,
+                                                  **extra})  # fmt: skip
+
+
+def _base_manifest(plugin: Any, options: Any) -> dict[str, Any]:
     dist_versions = {
         name: _version(name)
         for name in (
@@ -149,6 +209,5 @@ def write_manifest(
         "git_sha": _git_sha(),
         "seed": options.get("seed"),
         "command": os.environ.get("TL_COMMAND_LINE"),
-        **extra,
     }
-    write_json_atomic(run_dir / "manifest.json", manifest)
+    return manifest

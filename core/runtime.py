@@ -62,9 +62,11 @@ def select_providers(device: str = "auto") -> list[str]:
 
 
 def resolve_model_path(path: str | os.PathLike[str]) -> Path:
-    """A run directory or a .onnx file → the .onnx file."""
+    """A run directory or a .onnx file → the .onnx file. A run directory whose manifest
+    says the run failed (or is still running, with no model yet) is refused with why."""
     path = Path(path)
     if path.is_dir():
+        _check_run_status(path)
         path = path / MODEL_FILENAME
     if not path.exists():
         raise DataError(
@@ -73,6 +75,27 @@ def resolve_model_path(path: str | os.PathLike[str]) -> Path:
             "pass a run directory made by `tl run` or a model.onnx file",
         )
     return path
+
+
+def _check_run_status(run_dir: Path) -> None:
+    try:
+        manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # no (readable) manifest: the model file decides
+    status = manifest.get("status") if isinstance(manifest, dict) else None
+    if status == "failed":
+        error = str(manifest.get("error") or "").strip().removeprefix("error: ")
+        raise DataError(
+            f"this run failed: {error}" if error else "this run failed",
+            run_dir,
+            f"rerun it (or --resume {run_dir})",
+        )
+    if status == "running" and not (run_dir / MODEL_FILENAME).exists():
+        raise DataError(
+            "this run has not finished",
+            run_dir,
+            "wait for `tl run` to finish (or --resume it if it was stopped)",
+        )
 
 
 @dataclass

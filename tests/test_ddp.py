@@ -30,7 +30,7 @@ OPTIONS = {
     "patience": 0,
     "batch_size": 24,
     "strategy": "partial:1",
-    "precise_bn_below_steps": 0,
+    "precise_bn": "off",
 }
 
 

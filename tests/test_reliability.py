@@ -91,7 +91,8 @@ def stop_after_first_checkpoint(run_args: list[str], out: Path, signum: int) -> 
         assert "interrupted by" in line and "--resume" in line and str(run) in line
     assert json.loads((run / "checkpoints" / "last.json").read_text())["epoch"] >= 1
     assert not (run / "metrics.json").exists()
-    assert not list(run.rglob(".*.tmp")), "a temp file was left behind"
+    if signum != signal.SIGKILL:  # a SIGKILL may land mid-write: --resume sweeps its temp files
+        assert not list(run.rglob(".*.tmp")), "a temp file was left behind"
     return run, stderr
 
 
@@ -112,6 +113,7 @@ def test_sigkill_and_sigterm_then_resume_match_an_uninterrupted_run(plugin, data
         resumed = tl("run", plugin, "--resume", str(run))
         assert resumed.returncode == 0, resumed.stderr[-3000:]
         assert Path(resumed.stdout.strip().splitlines()[-1]) == run
+        assert not list(run.rglob(".*.tmp")), "a temp file was left behind"
         b = metrics_of(run)
         assert a and a.keys() == b.keys()
         for key in a:

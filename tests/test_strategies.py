@@ -2,7 +2,17 @@ import pytest
 import timm
 import torch
 from tl.core import ClassifierModel, ConfigError
-from tl.core.strategies import backbone_stages, build_plan, parameter_counts
+from tl.core.backbones import is_vit
+from tl.core.strategies import (
+    FitContext,
+    StrategyPlan,
+    backbone_stages,
+    build_plan,
+    parameter_counts,
+    parse_strategy,
+    register_strategy,
+    strategy_names,
+)
 
 
 def make_model(name="resnet10t"):
@@ -108,3 +118,93 @@ def test_batchnorm_statistics_update_under_full():
     plan.train_mode(model)
     model(torch.rand(8, 3, 32, 32) * 255)
     assert before is not None and not torch.equal(before, model.backbone.bn1.running_mean)
+
+
+# ---------------------------------------------------------------------------- registry
+def test_every_builtin_strategy_is_registered_in_order():
+    assert strategy_names() == [
+        "linear",
+        "partial:N",
+        "full",
+        "gradual",
+        "llrd",
+        "lora",
+        "prompt",
+        "prototypes",
+    ]
+    assert parse_strategy(" Partial:2 ") == ("partial", 2)
+    assert parse_strategy(None) == ("full", None)
+
+
+@pytest.mark.parametrize("text", ["freeze-some", "partial", "linear:2", "partial:x"])
+def test_unknown_strategy_names_every_registered_one_on_one_line(text):
+    with pytest.raises(ConfigError) as info:
+        parse_strategy(text)
+    line = str(info.value)
+    assert "\n" not in line and line.startswith(f"error: unknown strategy '{text}'")
+    assert all(name in line for name in strategy_names())
+
+
+def test_options_mapping_and_keyword_form_build_the_same_plan():
+    options = {"strategy": "llrd", "lr": 1e-3, "weight_decay": 0.05, "layer_decay": 0.5}
+    by_options = build_plan(make_model(), options)
+    by_keywords = build_plan(make_model(), "llrd", 1e-3, 0.05, layer_decay=0.5)
+    summary = [
+        [(g["name"], g["lr"], g["weight_decay"]) for g in p.param_groups]
+        for p in (by_options, by_keywords)
+    ]
+    assert summary[0] == summary[1]
+    with pytest.raises(TypeError):
+        build_plan(make_model(), options, 1e-3)
+
+
+def test_prototypes_plan_freezes_the_whole_model():
+    model = make_model()
+    plan = build_plan(model, {"strategy": "prototypes", "lr": 1e-3})
+    assert plan.param_groups == [] and plan.n_stages == 0
+    assert parameter_counts(model)[0] == 0
+
+
+class _FakeTrainer:
+    def __init__(self):
+        self.calls = []
+
+    def fit(self, model, plan, train, val, collate, resume=False):
+        self.calls.append(("fit", resume))
+        return "result"
+
+
+def test_a_registered_strategy_builds_and_fits_through_the_default_plan():
+    finished = []
+
+    class HeadOnlyPlan(StrategyPlan):
+        def finish(self, model):
+            finished.append(model)
+
+    @register_strategy("test-head-only")
+    def build_head_only(model, options):
+        head = [n for n, _ in model.named_parameters() if n.startswith("head.")]
+        plan = HeadOnlyPlan("test-head-only", [], head, [], 0)
+        plan.apply(model)
+        return plan
+
+    model = make_model()
+    plan = build_plan(model, {"strategy": "test-head-only", "lr": 1e-3})
+    assert trainable_names(model) == {"head.1.weight", "head.1.bias"}
+    assert "test-head-only" in strategy_names()
+    trainer = _FakeTrainer()
+    ctx = FitContext(trainer, model, train=[1], val=[], resume=True)
+    assert plan.fit(ctx) == "result"
+    assert trainer.calls == [("fit", True)] and finished == [model]
+    register_strategy("test-head-only")(build_head_only)  # the same builder again: fine
+    with pytest.raises(ValueError, match="already registered"):
+        register_strategy("full")(build_head_only)
+
+
+def test_is_vit_accepts_a_model_or_its_backbone():
+    vit = ClassifierModel(
+        timm.create_model("test_vit2", num_classes=0), 3, mean=(0.5,) * 3, std=(0.25,) * 3
+    )
+    assert is_vit(vit) and is_vit(vit.backbone)
+    cnn = make_model()
+    assert not is_vit(cnn) and not is_vit(cnn.backbone)

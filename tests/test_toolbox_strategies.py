@@ -19,13 +19,14 @@ from safetensors.torch import load_file
 from tl.core import ClassifierModel, ConfigError
 from tl.core.backbones import BackboneSpec, load_tl_weights
 from tl.core.checkpoints import save_weights
-from tl.core.lora import build_lora_plan, resolve_targets
 from tl.core.progress import ProgressReporter
-from tl.core.prompt_tuning import PromptedViT, build_prompt_plan
-from tl.core.prototypes import fit_prototypes, select_shots
-from tl.core.run import build_and_load, resolve_options, run_plugin
+from tl.core.run import build_and_load, run_plugin
+from tl.core.run_config import resolve_run_config
 from tl.core.seeding import seed_everything
 from tl.core.strategies import parameter_counts
+from tl.core.strategies.lora import build_lora_plan, resolve_targets
+from tl.core.strategies.prompt import PromptedViT, build_prompt_plan
+from tl.core.strategies.prototypes import fit_prototypes, select_shots
 from toy_plugin import SIZE, ToyPlugin, toy_options
 
 
@@ -208,8 +209,8 @@ def test_weights_of_a_prompt_run_continue_its_tokens(stripes_data, tmp_path):
     trained = load_file(str(run_a / "checkpoints" / "best.safetensors"))["backbone.prompt_tokens"]
 
     def start_of(weights: str, **overrides) -> tuple[torch.Tensor, dict, list[str]]:
-        options = resolve_options(plugin, toy_options(stripes_data, tmp_path, **prompt))
-        options.update(weights=weights, **overrides)
+        flags = {**toy_options(stripes_data, tmp_path, **prompt), "weights": weights, **overrides}
+        options = resolve_run_config(plugin, flags)
         data = plugin.load(Path(options["data"]), options)
         seed_everything(0)
         lines: list[str] = []

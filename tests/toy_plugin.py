@@ -6,15 +6,26 @@ Data: 48×48 one-channel images whose class is where a bright blob sits, stored 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-from tl.core import ClassifierModel, DataError, ExportSpec, Plugin, TLData, create_backbone
-from tl.core.calibration import softmax
-from tl.core.metrics import classification_metrics
+from tl.core import (
+    Batches,
+    ClassifierModel,
+    DataError,
+    ExportSpec,
+    InputBatch,
+    Plugin,
+    Skipped,
+    TLData,
+    classification_metrics,
+    create_backbone,
+    softmax,
+)
 from torch import nn
 from torch.utils.data import TensorDataset
 
@@ -84,7 +95,19 @@ class ToyPlugin(Plugin):
         targets = np.concatenate([o["targets"].numpy() for o in outputs])
         return classification_metrics(softmax(logits), targets, LABELS)
 
-    def export_spec(self, model: Any, data: TLData, extra: dict[str, Any]) -> ExportSpec:
+    def predictions(self, outputs: list[Any], data: TLData, fitted: Any) -> pd.DataFrame:
+        logits = np.concatenate([o["outputs"].numpy() for o in outputs])
+        targets = np.concatenate([o["targets"].numpy() for o in outputs])
+        first = len(data.splits) - len(data.test)
+        return pd.DataFrame(
+            {
+                "item": range(first, first + len(targets)),
+                "true": [LABELS[t] for t in targets],
+                "predicted": [LABELS[i] for i in logits.argmax(1)],
+            }
+        )
+
+    def export_spec(self, model: Any, data: TLData, fitted: Any, run_dir: Path) -> ExportSpec:
         images = data.test.tensors[0].numpy()
 
         class Probabilities(nn.Module):
@@ -104,13 +127,61 @@ class ToyPlugin(Plugin):
             agreement_output="probabilities",
         )
 
-    def predict(self, model: Any, path: Path, options: dict[str, Any]) -> pd.DataFrame:
-        with np.load(path / "data.npz") as npz:
-            images = npz["images"]
-        probs = model.run({"image": images})["probabilities"]
-        return pd.DataFrame(
-            {"item": range(len(images)), "predicted": [LABELS[i] for i in probs.argmax(1)]}
-        )
+    # runtime: a data.npz (evaluate: with its labels), or a folder of one-image .npy files
+    item_noun = "images"
+
+    def read_batches(
+        self, model: Any, path: Path, options: Any, batch_size: int, labelled: bool = False
+    ) -> Batches:
+        path = Path(path)
+        if (path / "data.npz").exists() or path.suffix == ".npz":
+            with np.load(path / "data.npz" if path.is_dir() else path) as npz:
+                images, labels = npz["images"], npz["labels"]
+            items = pd.DataFrame({"item": [str(i) for i in range(len(images))]})
+            if labelled:
+                items["label"] = [LABELS[i] for i in labels]
+            return Batches(_npz_batches(images, items, batch_size), total=len(images))
+        if labelled:
+            raise DataError("labelled toy data is a data.npz", path, "pass the toy demo folder")
+        files = sorted(path.glob("*.npy"))
+        if not files:
+            raise DataError("no data.npz or .npy images", path, "run the toy demo")
+        return Batches(_npy_batches(files, batch_size), total=len(files))
+
+    def decode(self, model: Any, batch: InputBatch, outputs: dict, options: Any) -> pd.DataFrame:
+        probs = outputs["probabilities"].astype(np.float64)
+        rows = batch.items.reset_index(drop=True).copy()
+        rows["predicted"] = [LABELS[i] for i in probs.argmax(1)]
+        for i, name in enumerate(LABELS):
+            rows[f"p_{name}"] = probs[:, i].round(6)
+        return rows
+
+    def score(self, model: Any, rows: pd.DataFrame, extras: list, options: Any) -> dict:
+        return {"accuracy": float((rows["predicted"] == rows["label"]).mean()), "n": len(rows)}
+
+
+def _npz_batches(images: np.ndarray, items: pd.DataFrame, size: int) -> Iterator[InputBatch]:
+    for start in range(0, len(images), size):
+        chunk = slice(start, start + size)
+        yield InputBatch({"image": images[chunk]}, items.iloc[chunk])
+
+
+def _npy_batches(files: list[Path], size: int) -> Iterator[InputBatch | Skipped]:
+    names: list[str] = []
+    arrays: list[np.ndarray] = []
+    for i, file in enumerate(files):
+        try:
+            image = np.load(file)
+            if image.shape != (1, SIZE, SIZE):
+                raise ValueError(f"shape {image.shape}, not (1, {SIZE}, {SIZE})")
+        except (OSError, ValueError) as exc:
+            yield Skipped(file.name, f"not a toy image: {str(exc)[:80]}")
+        else:
+            names.append(file.name)
+            arrays.append(image.astype(np.uint8))
+        if names and (len(names) == size or i == len(files) - 1):
+            yield InputBatch({"image": np.stack(arrays)}, pd.DataFrame({"item": names}))
+            names, arrays = [], []
 
 
 def toy_options(data, out, **overrides):

@@ -53,6 +53,8 @@ def peak_rss_mb() -> float:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     import torch
     from tl.core import BackboneSpec
+    from tl.core.config import resolve_config
+    from tl_recsys.dataset import popularity_baseline
     from tl_recsys.plugin import RecsysPlugin
     from torch.utils.data import DataLoader
 
@@ -78,13 +80,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         synthetic_log(log, args.items, args.interactions, args.users)
         print(f"generated {args.interactions:,} interactions in {time.time() - t0:.1f}s")
         t0 = time.time()
-        data = plugin.load(log, {})
+        options = resolve_config(plugin, {"data": str(log)})
+        data = plugin.load(log, options)
         load_s = time.time() - t0
-    print(f"load + split + popularity baseline: {load_s:.1f}s  ({data.info['users']:,} users, "
+    print(f"load + split: {load_s:.1f}s  ({data.info['users']:,} users, "
           f"{data.info['items']:,} items, {len(data.train):,} training windows)")  # fmt: skip
 
     torch.manual_seed(0)
-    model = plugin.build_model(BackboneSpec("sasrec"), data, {})
+    model = plugin.build_model(BackboneSpec("sasrec"), data, options)
     print(
         f"model: {sum(p.numel() for p in model.parameters()):,} parameters, loss={model.loss_kind}"
     )
@@ -110,7 +113,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     eval_s = time.time() - t0
     print(f"evaluation (full ranking over {data.n_items:,} items, {len(val):,} users): "
           f"{eval_s:.1f}s  ndcg@10={metrics['ndcg@10']:.4f} "
-          f"popularity={data.baseline['val']['ndcg@10']:.4f}")  # fmt: skip
+          f"popularity={popularity_baseline(data, 'val')['ndcg@10']:.4f}")  # fmt: skip
     print(f"RESULT seconds_per_epoch={epoch_s:.1f} eval_seconds={eval_s:.1f} "
           f"load_seconds={load_s:.1f} peak_rss_mb={peak_rss_mb():.0f}")  # fmt: skip
     rss = peak_rss_mb()

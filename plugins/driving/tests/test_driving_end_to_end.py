@@ -87,23 +87,26 @@ def test_predict_and_evaluate_without_torch(runs, scenes: Path, tmp_path: Path) 
     assert 0 <= metrics["map50"] <= 1 and metrics["n_images"] == 36
 
 
-def test_bad_input_is_one_line_error(runs, tmp_path: Path) -> None:
+def test_bad_input_is_one_line_error(runs, scenes: Path, tmp_path: Path) -> None:
     _, night = runs
     (tmp_path / "images").mkdir()
     (tmp_path / "images" / "frame.jpg").write_bytes(b"garbage")
-    result = _cli("predict", str(night), "--data", str(tmp_path), "--out", str(tmp_path / "d.json"))
+    out = tmp_path / "d.json"
+    result = _cli("predict", str(night), "--data", str(tmp_path), "--out", str(out))
     assert result.returncode == 2
     assert (
         result.stderr.strip().startswith("error: the image is corrupt")
         and "frame.jpg" in result.stderr
     )
-    result = _cli(
-        "predict",
-        str(night),
-        "--data",
-        str(tmp_path),
-        "--out",
-        str(tmp_path / "d.json"),
-        "--skip-bad",
-    )
+    result = _cli("predict", str(night), "--data", str(tmp_path), "--out", str(out), "--skip-bad")
+    assert result.returncode == 2 and "none of the 1 images could be read" in result.stderr
+    assert not out.exists()
+    good = sorted((scenes / "night" / "images").glob("*.jpg"))[0]
+    (tmp_path / "images" / good.name).write_bytes(good.read_bytes())
+    result = _cli("predict", str(night), "--data", str(tmp_path), "--out", str(out), "--skip-bad")
     assert result.returncode == 0, result.stderr
+    assert "skipped 1 unreadable image (first: images/frame.jpg" in result.stderr
+    rows = json.loads(out.read_text())
+    assert [r["error"] for r in rows if r["file_name"] == "images/frame.jpg"] == [
+        "the image is corrupt or not an image"
+    ]

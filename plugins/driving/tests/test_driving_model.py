@@ -5,21 +5,26 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from tl.core import BackboneSpec
+from tl.core import BackboneSpec, Config, Fitted, RunConfig
 from tl.core.export import export_onnx
 from tl_driving.coco_eval import coco_ground_truth, coco_map
 from tl_driving.evaluation import detection_metrics
 from tl_driving.loss import assign, detection_loss
 from tl_driving.model import build_detector, level_points
+from tl_driving.options import DrivingOptions
 from tl_driving.plugin import DrivingPlugin
 from tl_driving.records import ImageRecord
 
 LABELS = ["car", "pedestrian", "cyclist", "traffic_sign"]
 
 
+def options(**values) -> Config:
+    return Config(RunConfig(seed=0), DrivingOptions(**{"image_size": 160, **values}))
+
+
 @pytest.fixture(scope="module")
 def data(scenes):
-    return DrivingPlugin().load(scenes / "day", {"image_size": 160, "seed": 0})
+    return DrivingPlugin().load(scenes / "day", options())
 
 
 def _model(channels=32):
@@ -126,7 +131,7 @@ def test_onnx_graph_matches_torch_with_dynamic_batch_and_empty_image(data, tmp_p
     model = _model().eval()
     with torch.no_grad():  # a non-trivial head so NMS and padding have work to do
         model.head.cls_logits.bias.fill_(0.0)
-    spec = plugin.export_spec(model, data, {})
+    spec = plugin.export_spec(model, data, Fitted(), tmp_path)
     assert len(spec.batches[0]["images"]) > 1
     parity = export_onnx(spec, tmp_path / "model.onnx", {"plugin": "driving", **spec.metadata})
     assert parity["max_abs_diff"] < 1e-2

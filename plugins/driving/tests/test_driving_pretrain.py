@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from tl.core import BackboneSpec
+from tl.core import BackboneSpec, Config, RunConfig
 from tl.core.backbones import load_tl_weights
+from tl_driving.options import DrivingOptions
 from tl_driving.plugin import DrivingPlugin
 from tl_driving.pretrain import resolve_method
 
@@ -53,7 +54,7 @@ def pretrained(unlabelled: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
 
 def _load_into_detector(weights: Path, data_path: Path, backbone: str) -> tuple:
     plugin = DrivingPlugin()
-    options = {"image_size": 96, "head_channels": 32}
+    options = Config(RunConfig(), DrivingOptions(image_size=96, head_channels=32))
     data = plugin.load(data_path, options)
     model = plugin.build_model(BackboneSpec(backbone, "none"), data, options)
     summary = load_tl_weights(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +57,9 @@ def test_bad_yolo_label_names_file_and_line(tmp_path, line, message):
     assert info.value.where.endswith("bad.txt:2")
     found = read_dataset(root, skip_bad=True)
     assert [r.path.stem for r in found.records] == ["good"] and len(found.skipped) == 1
+    (skipped,) = found.skipped  # the image, and why: the label file and line
+    assert skipped.item == "images/bad.png"
+    assert message in skipped.reason and skipped.reason.endswith("bad.txt:2)")
 
 
 def test_corrupt_image_and_empty_dataset(tmp_path):
@@ -143,3 +147,16 @@ def test_demo_scenes_are_plausible(scenes):
     assert np.corrcoef(bottoms[cars], heights[cars])[0, 1] > 0.8
     brightness = [np.asarray(Image.open(r.path)).mean() for r in (day.records[0], night.records[0])]
     assert brightness[0] > 2 * brightness[1]
+
+
+def test_training_without_the_train_extra_is_a_one_line_error(tmp_path, monkeypatch):
+    from tl.core import Config, PluginError, RunConfig
+    from tl_driving.options import DrivingOptions
+    from tl_driving.plugin import DrivingPlugin
+
+    monkeypatch.setitem(sys.modules, "torchmetrics", None)
+    root = _yolo(tmp_path, {"a": "0 0.5 0.5 0.2 0.2\n"})
+    with pytest.raises(PluginError) as info:
+        DrivingPlugin().load(root, Config(RunConfig(), DrivingOptions()))
+    assert "torchmetrics" in info.value.what and "[train]" in info.value.what
+    assert len(info.value.line().splitlines()) == 1

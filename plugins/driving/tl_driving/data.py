@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -49,16 +50,17 @@ def choose_canvas(records: list[ImageRecord], image_size: int | None) -> tuple[i
     return canvas_size(int(width), aspect)
 
 
-def load_detection_data(path: Path, options: dict[str, Any]) -> TLData:
+def load_detection_data(path: Path, options: Mapping[str, Any]) -> TLData:
+    """`tl run` / `tl pretrain` data (``skip_bad``, ``seed`` and ``image_size`` of ``options``)."""
     from .dataset import DetectionDataset, collate
 
-    found = read_dataset(path, bool(options.get("skip_bad")))
+    found = read_dataset(path, bool(options["skip_bad"]))
     if not found.labels:
         raise DataError("no classes found in the labels", path, "add data.yaml with names")
-    splits = assign_splits(found, int(options.get("seed") or 0))
+    splits = assign_splits(found, int(options["seed"]))
     if not splits["train"]:
         raise DataError("the training split is empty", path, "add images to the train split")
-    canvas = choose_canvas(found.records, options.get("image_size"))
+    canvas = choose_canvas(found.records, options["image_size"])
     counts = Counter(found.labels[int(c)] for r in found.records for c in r.labels)
     frame = pd.DataFrame(
         [(r.item, s, len(r.boxes)) for s, rs in splits.items() for r in rs],
@@ -72,7 +74,7 @@ def load_detection_data(path: Path, options: dict[str, Any]) -> TLData:
         "ignore_regions": int(sum(len(r.ignore) for r in found.records)),
         "canvas": canvas,
         "skipped": len(found.skipped),
-        "skipped_items": found.skipped[:20],
+        "skipped_items": [f"{s.item}: {s.reason}" for s in found.skipped[:20]],
     }
     return TLData(
         train=DetectionDataset(splits["train"], canvas, augment=True),

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from functools import lru_cache
 
 import torch
 from tl.core import BackboneSpec, ConfigError, check_model_name, create_backbone
 from torch import nn
 from torchvision.ops import FeaturePyramidNetwork
+
+from .options import NmsSettings
 
 STRIDES = (8, 16, 32)
 PRIOR = 0.01
@@ -103,7 +106,11 @@ class DetectionHead(nn.Module):
 
 
 class Detector(nn.Module):
-    """uint8 (or 0..255 float) NCHW images → head outputs; normalisation is inside."""
+    """uint8 (or 0..255 float) NCHW images → head outputs; normalisation is inside.
+
+    ``nms`` is how this model's detections are post-processed (validation, export, report):
+    a setting of the model, so two detectors in one process never share it.
+    """
 
     def __init__(
         self,
@@ -112,8 +119,10 @@ class Detector(nn.Module):
         mean: tuple[float, ...],
         std: tuple[float, ...],
         channels: int = 64,
+        nms: NmsSettings | None = None,
     ) -> None:
         super().__init__()
+        self.nms = nms or NmsSettings.from_options({})
         self.backbone = backbone
         self.head = DetectionHead(list(backbone.feature_info.channels()), num_classes, channels)
         self.num_classes = num_classes
@@ -125,12 +134,14 @@ class Detector(nn.Module):
         return self.head(self.backbone(x))
 
 
-def build_detector(spec: BackboneSpec, num_classes: int, channels: int = 64) -> Detector:
+def build_detector(
+    spec: BackboneSpec, num_classes: int, channels: int = 64, nms: NmsSettings | None = None
+) -> Detector:
     backbone = create_backbone(spec, features_only=True, out_indices=feature_indices(spec.name))
     config = backbone.pretrained_cfg if hasattr(backbone, "pretrained_cfg") else {}
     mean = tuple(config.get("mean", (0.485, 0.456, 0.406)))
     std = tuple(config.get("std", (0.229, 0.224, 0.225)))
-    return Detector(backbone, num_classes, mean, std, channels)
+    return Detector(backbone, num_classes, mean, std, channels, nms)
 
 
 def level_points(
@@ -145,3 +156,17 @@ def level_points(
         points.append(torch.stack([grid_x.flatten(), grid_y.flatten()], -1))
         strides.append(torch.full((grid_x.numel(),), stride, device=device))
     return torch.cat(points).float(), torch.cat(strides).float()
+
+
+@lru_cache(maxsize=16)
+def cached_level_points(
+    height: int, width: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`level_points` computed once per canvas and device (the loss needs them every step).
+
+    A pure cache: the tensors depend on nothing else and nobody writes into them. They are
+    made outside inference mode, so a first call from validation still gives tensors that
+    training may use.
+    """
+    with torch.inference_mode(False):
+        return level_points(height, width, device=device)

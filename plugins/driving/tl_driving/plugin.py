@@ -1,23 +1,58 @@
 """`tl run driving`: 2D object detection for road scenes.
 
-Importing this module needs no torch; the training half is imported inside the methods
-that train, so `tl predict` / `tl evaluate` run with onnxruntime alone.
+Importing this module needs no torch; the training half (the plugin's ``[train]`` extra) is
+imported inside the methods that train, so `tl predict` / `tl evaluate` run with
+onnxruntime alone. Nothing here keeps state: how a detector post-processes its detections
+is part of that model (`Detector.nms`), and the test PR curves travel in the `Fitted` value.
 """
 
 from __future__ import annotations
 
+import importlib.util
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import click
-from tl.core import POSITIVE, ExportSpec, FiniteRange, Plugin, ReportSection, TLData
+from tl.core import (
+    Config,
+    ExportSpec,
+    Fitted,
+    OnnxModel,
+    Plugin,
+    PluginError,
+    ReportSection,
+    TLData,
+)
 
-DEFAULTS = {"score_threshold": 0.05, "nms_iou": 0.6, "max_det": 100, "head_channels": 64}
+from .options import DrivingOptions, DrivingPredictOptions, DrivingPretrainOptions, NmsSettings
+
+#: what `tl run driving` / `tl pretrain driving` import beyond the runtime's dependencies
+TRAIN_MODULES = ("torch", "torchvision", "timm", "torchmetrics", "matplotlib")
 
 
-def _setting(options: dict[str, Any], key: str) -> Any:
-    value = options.get(key)
-    return DEFAULTS[key] if value is None else value
+def require_train_extra() -> None:
+    """A one-line error naming the extra to install when a training dependency is missing."""
+    missing = []
+    for name in TRAIN_MODULES:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError, AttributeError):  # e.g. sys.modules[name] is None
+            found = False
+        if not found:
+            missing.append(name)
+    if missing:
+        raise PluginError(
+            f"training a driving model needs {', '.join(missing)} (the plugin's [train] extra)",
+            "tl-driving",
+            "pip install 'tl-driving[train]' (tl predict / tl evaluate work without it)",
+        )
+
+
+def _level_points(images: Any) -> tuple[Any, Any]:
+    from .model import cached_level_points
+
+    height, width = images.shape[-2:]
+    return cached_level_points(int(height), int(width), images.device)
 
 
 class DrivingPlugin(Plugin):
@@ -28,75 +63,13 @@ class DrivingPlugin(Plugin):
     default_backbone = "resnet18"
     monitor = "map50"
     monitor_mode = "max"
-
-    def __init__(self) -> None:
-        self._points: dict[tuple[Any, ...], Any] = {}
-        self._curves: dict[str, Any] | None = None
-        self._export: dict[str, Any] = {}
-
-    # ----------------------------------------------------------------- CLI
-    def cli_options(self) -> list[click.Option]:
-        return [
-            click.Option(
-                ["--image-size"],
-                type=click.IntRange(min=32),
-                help="Letterbox width in pixels, a multiple of 32 (default: median image width).",
-            ),
-            click.Option(
-                ["--max-det"],
-                type=click.IntRange(min=1),
-                help="Detections kept per image (default 100).",
-            ),
-            click.Option(
-                ["--score-threshold"],
-                type=FiniteRange(0, 1),
-                help="Lowest score kept (default 0.05).",
-            ),
-            click.Option(
-                ["--nms-iou"],
-                type=FiniteRange(0, 1, min_open=True),
-                help="IoU above which NMS suppresses (0.6).",
-            ),
-            click.Option(
-                ["--head-channels"], type=click.IntRange(min=1), help="FPN/head width (default 64)."
-            ),
-        ]
-
-    def pretrain_options(self) -> list[click.Option]:
-        return [
-            click.Option(
-                ["--method"],
-                type=click.Choice(["auto", "simclr", "supervised"]),
-                help="simclr: self-supervised on every image under --data (labels ignored); "
-                "supervised: detection on a labelled dataset; auto (default): supervised when "
-                "--data has labels (YOLO labels/ or data.yaml, COCO JSON, KITTI), else simclr.",
-            ),
-            click.Option(
-                ["--image-size"],
-                type=click.IntRange(min=32),
-                help="Letterbox width, a multiple of 32; use the same for `tl run`.",
-            ),
-            click.Option(
-                ["--ssl-temperature"], type=POSITIVE, help="simclr: NT-Xent temperature (0.2)."
-            ),
-            click.Option(
-                ["--head-channels"],
-                type=click.IntRange(min=1),
-                help="supervised: FPN/head width (64).",
-            ),
-            click.Option(
-                ["--skip-bad/--no-skip-bad"], default=None, help="Skip (and count) bad images."
-            ),
-        ]
-
-    def predict_options(self) -> list[click.Option]:
-        return [
-            click.Option(
-                ["--draw"],
-                type=click.Path(path_type=Path),
-                help="Also write each image with its boxes into this folder.",
-            )
-        ]
+    options_type = DrivingOptions
+    #: a detector: no visual prompts, class prototypes, classifier attacks; LoRA untested
+    option_groups = frozenset()
+    pretrain_options_type = DrivingPretrainOptions
+    predict_options_type = DrivingPredictOptions
+    item_noun = "images"
+    item_column = "file_name"
 
     # ---------------------------------------------------------------- data
     def demo(self, out_dir: Path, size: str = "small", seed: int = 0) -> Path:
@@ -104,35 +77,25 @@ class DrivingPlugin(Plugin):
 
         return write_demo(Path(out_dir), size, seed)
 
-    def load(self, path: Path, options: dict[str, Any]) -> TLData:
+    def load(self, path: Path, options: Config) -> TLData:
+        require_train_extra()
         from .data import load_detection_data
 
-        self._export = {
-            "score_threshold": float(_setting(options, "score_threshold")),
-            "iou_threshold": float(_setting(options, "nms_iou")),
-            "max_det": int(_setting(options, "max_det")),
-        }
         return load_detection_data(Path(path), options)
 
     # --------------------------------------------------------------- model
-    def build_model(self, spec: Any, data: TLData, options: dict[str, Any]) -> Any:
+    def build_model(self, spec: Any, data: TLData, options: Config) -> Any:
+        """The detector, with this run's NMS settings on it (``tl pretrain``: the defaults)."""
         from .model import build_detector
 
-        return build_detector(spec, len(data.labels), int(_setting(options, "head_channels")))
-
-    def _level_points(self, images: Any) -> tuple[Any, Any]:
-        from .model import level_points
-
-        key = (*images.shape[-2:], images.device)
-        if key not in self._points:
-            self._points[key] = level_points(*images.shape[-2:], device=images.device)
-        return self._points[key]
+        nms = NmsSettings.from_options(options)
+        return build_detector(spec, len(data.labels), int(options["head_channels"]), nms)
 
     def training_step(self, model: Any, batch: Any) -> Any:
         from .loss import detection_loss
 
         images, targets = batch
-        return detection_loss(model(images), targets, *self._level_points(images))["loss"]
+        return detection_loss(model(images), targets, *_level_points(images))["loss"]
 
     def predict_step(self, model: Any, batch: Any) -> Any:
         from .loss import detection_loss
@@ -140,29 +103,29 @@ class DrivingPlugin(Plugin):
 
         images, targets = batch
         outputs = model(images)
-        loss = detection_loss(outputs, targets, *self._level_points(images))["loss"]
-        post = DetectorWithNms(model, tuple(images.shape[-2:]), **self._export_settings())
+        loss = detection_loss(outputs, targets, *_level_points(images))["loss"]
+        post = DetectorWithNms(model, tuple(images.shape[-2:]))
         detections = post.postprocess(*(o.float() for o in outputs))
         return {"detections": detections, "targets": targets, "loss": loss}
-
-    def _export_settings(self) -> dict[str, Any]:
-        return self._export or {
-            "score_threshold": DEFAULTS["score_threshold"],
-            "iou_threshold": DEFAULTS["nms_iou"],
-            "max_det": DEFAULTS["max_det"],
-        }
 
     def metrics(self, outputs: list[Any], data: TLData, split: str) -> dict[str, Any]:
         from .evaluation import detection_metrics
 
-        metrics, curves = detection_metrics(outputs, data.labels)
-        if split == "test":
-            self._curves = curves
+        metrics, _ = detection_metrics(outputs, data.labels)
         if outputs and "loss" in outputs[0]:
             metrics["loss"] = float(sum(float(o["loss"]) for o in outputs) / len(outputs))
         return metrics
 
-    def predictions(self, outputs: list[Any], data: TLData, extra: dict[str, Any]) -> Any:
+    def finalize(
+        self, model: Any, data: TLData, outputs: dict[str, list[Any]], options: Config
+    ) -> Fitted:
+        """Nothing is fitted on validation; the test PR curves go to the report."""
+        from .evaluation import detection_metrics
+
+        _, curves = detection_metrics(outputs["test"], data.labels)
+        return Fitted(artifacts={"curves": curves})
+
+    def predictions(self, outputs: list[Any], data: TLData, fitted: Fitted) -> Any:
         from .training import test_predictions
 
         return test_predictions(outputs, data)
@@ -184,43 +147,60 @@ class DrivingPlugin(Plugin):
         return adapt_class_rows(state_dict, source_meta, model, data.labels)
 
     # -------------------------------------------------------------- export
-    def export_spec(self, model: Any, data: TLData, extra: dict[str, Any]) -> ExportSpec:
+    def export_spec(self, model: Any, data: TLData, fitted: Fitted, run_dir: Path) -> ExportSpec:
+        """The detector with its NMS (the settings recorded in the metadata)."""
         from .training import build_export_spec
 
-        return build_export_spec(model, data, self._export_settings())
+        return build_export_spec(model, data)
 
     # ------------------------------------------------------------- runtime (no torch)
-    def predict(self, model: Any, path: Path, options: dict[str, Any]) -> Any:
-        from .runtime import predict
+    def read_batches(
+        self,
+        model: OnnxModel,
+        path: Path,
+        options: Mapping[str, Any],
+        batch_size: int,
+        labelled: bool = False,
+    ) -> Any:
+        from .runtime import read_batches
 
-        return predict(model, Path(path), options)
+        return read_batches(model, Path(path), options, batch_size, labelled)
 
-    def evaluate(self, model: Any, path: Path, options: dict[str, Any]) -> dict[str, Any]:
-        from .runtime import evaluate
+    def decode(
+        self, model: OnnxModel, batch: Any, outputs: dict[str, Any], options: Mapping[str, Any]
+    ) -> Any:
+        from .runtime import decode
 
-        return evaluate(model, Path(path), options)
+        return decode(model, batch, outputs, options)
+
+    def score(
+        self, model: OnnxModel, rows: Any, extras: list[Any], options: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        from .runtime import score
+
+        return score(model, rows, extras, options)
 
     # -------------------------------------------------------------- report
     def report(
-        self, run_dir: Path, metrics: dict[str, Any], data: TLData, model: Any
+        self, run_dir: Path, metrics: dict[str, Any], data: TLData, model: Any, fitted: Fitted
     ) -> list[ReportSection]:
         from .report import report_sections
 
-        return report_sections(
-            Path(run_dir), metrics, data, model, self._curves, self._export_settings()
-        )
+        curves = fitted.artifacts.get("curves")
+        return report_sections(Path(run_dir), metrics, data, model, curves)
 
     # ------------------------------------------------------------ pretrain
-    def pretrain_task(self, spec: Any, path: Path, options: dict[str, Any]) -> Any:
+    def pretrain_task(self, spec: Any, path: Path, options: Config) -> Any:
         """SimCLR on unlabelled images, or supervised detection on a labelled source domain
         (e.g. the day scenes); ``--method auto`` picks by whether ``path`` has labels."""
+        require_train_extra()
         from .pretrain import resolve_method, simclr_task
 
-        if resolve_method(Path(path), options.get("method")) == "simclr":
+        if resolve_method(Path(path), options["method"]) == "simclr":
             return simclr_task(spec, Path(path), options)
         return self._detection_pretrain_task(spec, Path(path), options)
 
-    def _detection_pretrain_task(self, spec: Any, path: Path, options: dict[str, Any]) -> Any:
+    def _detection_pretrain_task(self, spec: Any, path: Path, options: Config) -> Any:
         from tl.core import PretrainTask
 
         data = self.load(Path(path), options)

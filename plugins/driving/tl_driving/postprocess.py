@@ -27,16 +27,18 @@ class DetectorWithNms(nn.Module):
         self,
         detector: Detector,
         image_size: tuple[int, int],
-        score_threshold: float = 0.05,
-        iou_threshold: float = 0.6,
-        max_det: int = 100,
+        score_threshold: float | None = None,
+        iou_threshold: float | None = None,
+        max_det: int | None = None,
     ) -> None:
+        """Settings not given are the detector's own (`Detector.nms`)."""
         super().__init__()
+        own = detector.nms
         self.detector = detector
         self.height, self.width = image_size
-        self.score_threshold = score_threshold
-        self.iou_threshold = iou_threshold
-        self.max_det = max_det
+        self.score_threshold = own.score_threshold if score_threshold is None else score_threshold
+        self.iou_threshold = own.iou_threshold if iou_threshold is None else iou_threshold
+        self.max_det = own.max_det if max_det is None else max_det
         points, _ = level_points(self.height, self.width)
         self.register_buffer("points", points, persistent=False)
 
@@ -77,3 +79,11 @@ class DetectorWithNms(nn.Module):
         final_classes = torch.where(valid, final_classes, torch.full_like(final_classes, -1.0))
         final_boxes = final_boxes * valid.unsqueeze(-1).to(final_boxes.dtype)
         return torch.cat([final_boxes, final_scores.unsqueeze(-1), final_classes.unsqueeze(-1)], -1)
+
+    def settings(self) -> dict[str, float | int]:
+        """The post-processing baked into this graph, as the ONNX metadata records it."""
+        return {
+            "score_threshold": self.score_threshold,
+            "iou_threshold": self.iou_threshold,
+            "max_det": self.max_det,
+        }

@@ -11,6 +11,7 @@ and light (exposure from day to night, contrast, saturation, white balance of st
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,8 @@ import numpy as np
 import torch
 from tl.core import BatchAugment, ConfigError, DataError, image_pretrain_task
 
+from .coco_reader import coco_json
 from .data import choose_canvas
-from .readers import _coco_json
 from .records import IMAGE_SUFFIXES, ImageRecord, Letterbox, open_image
 
 METHODS = ("auto", "simclr", "supervised")
@@ -88,7 +89,7 @@ def has_labels(path: Path) -> bool:
         or (path / "data.yaml").exists()
         or (path / "label_2").is_dir()
         or (path / "training" / "label_2").is_dir()
-        or _coco_json(path) is not None
+        or coco_json(path) is not None
     )
 
 
@@ -128,20 +129,20 @@ def image_files(path: Path) -> list[Path]:
     return files
 
 
-def read_unlabelled(path: Path, options: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
+def read_unlabelled(path: Path, options: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
     """uint8 (N, 3, H, W) letterboxed like `tl run driving` letterboxes (same canvas rule)."""
     decoded, skipped = [], []
     for file in image_files(path):
         try:
             decoded.append((file, open_image(file)))
         except DataError as exc:
-            if not options.get("skip_bad"):
+            if not options["skip_bad"]:
                 raise
             skipped.append(f"{file.name}: {exc.what}")
     if not decoded:
         raise DataError("no readable image", path, "check the files")
     records = [ImageRecord(file, image.width, image.height) for file, image in decoded]
-    height, width = choose_canvas(records, options.get("image_size"))
+    height, width = choose_canvas(records, options["image_size"])
     images = np.stack(
         [
             Letterbox.fit(image.width, image.height, width, height).apply_image(image)
@@ -157,17 +158,16 @@ def read_unlabelled(path: Path, options: dict[str, Any]) -> tuple[torch.Tensor, 
     return torch.from_numpy(np.ascontiguousarray(images)), info
 
 
-def simclr_task(spec: Any, path: Path, options: dict[str, Any]) -> Any:
+def simclr_task(spec: Any, path: Path, options: Mapping[str, Any]) -> Any:
     images, info = read_unlabelled(path, options)
     augment = SceneAugment()
     return image_pretrain_task(
         spec,
         images,
         method="simclr",
-        val_fraction=float(options.get("val_fraction") or 0.1),
-        seed=int(options.get("seed") or 0),
+        seed=int(options["seed"]),
         augment=augment,
-        temperature=float(options.get("ssl_temperature") or 0.2),
+        temperature=float(options["ssl_temperature"]),
         metadata={"plugin": "driving", "canvas": info["canvas"]},
         info={**info, "scene_augmentation": augment.describe()},
     )

@@ -1,14 +1,13 @@
 """Readers for YOLO, COCO and KITTI layouts into `ImageRecord` lists. No torch.
 
 Every reader validates what it reads and raises `DataError` naming the file (and line), or,
-with ``skip_bad``, leaves the item out and counts it in ``DetectionSet.skipped``.
+with ``skip_bad``, leaves the item out and records it in ``DetectionSet.skipped``. YOLO is
+read here; COCO and KITTI in `coco_reader` and `kitti_reader`.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,32 +15,22 @@ import numpy as np
 import yaml
 from tl.core import DataError
 
-from .records import IMAGE_SUFFIXES, ImageRecord, image_size_of
+from .coco_reader import coco_json, read_coco
+from .kitti_reader import read_kitti
+from .records import (
+    DetectionSet,
+    ImageRecord,
+    image_size_of,
+    item_name,
+    list_images,
+    read_text,
+    skipped_image,
+)
 
 SPLITS = ("train", "val", "test")
-# KITTI's object classes in its own order; others found in the labels are appended sorted.
-KITTI_CLASSES = ("Car", "Van", "Truck", "Pedestrian", "Person_sitting", "Cyclist", "Tram", "Misc")
-KITTI_IGNORE = "DontCare"
 COORD_TOLERANCE = 1e-3
 
-
-@dataclass
-class DetectionSet:
-    """What a reader found: labelled images, class names, and what it had to skip."""
-
-    records: list[ImageRecord]
-    labels: list[str]
-    layout: str
-    skipped: list[str] = field(default_factory=list)
-    has_splits: bool = False
-
-
-def list_images(folder: Path) -> list[Path]:
-    if not folder.is_dir():
-        return []
-    return sorted(
-        p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-    )
+__all__ = ["DetectionSet", "detect_layout", "list_images", "read_dataset", "read_text"]
 
 
 def detect_layout(path: Path) -> str:
@@ -53,7 +42,7 @@ def detect_layout(path: Path) -> str:
         return "kitti"
     if (path / "data.yaml").exists() or (path / "labels").is_dir():
         return "yolo"
-    if _coco_json(path) is not None:
+    if coco_json(path) is not None:
         return "coco"
     if (path / "images").is_dir() or list_images(path):
         return "yolo"  # images without labels: no objects (predict / unlabelled)
@@ -78,18 +67,6 @@ def read_dataset(path: Path, skip_bad: bool = False) -> DetectionSet:
     for index, record in enumerate(found.records):
         record.image_id = index
     return found
-
-
-def read_text(path: Path) -> str:
-    """A label / config file as text: UTF-8 (a BOM is allowed), else a `DataError`."""
-    try:
-        return path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise DataError(
-            f"not UTF-8 text ({exc.reason} at byte {exc.start})", path, "save it as UTF-8"
-        ) from None
-    except OSError as exc:
-        raise DataError(f"cannot read the file ({exc.strerror})", path, "check it") from None
 
 
 # ----------------------------------------------------------------------------- YOLO
@@ -209,10 +186,12 @@ def read_yolo(root: Path, skip_bad: bool = False) -> DetectionSet:
         except DataError as exc:
             if not skip_bad:
                 raise
-            skipped.append(exc.line())
+            skipped.append(skipped_image(item_name(image, root), image, exc))
             continue
         records.append(
-            ImageRecord(image, width, height, boxes, labels, item=_item(image, root), split=split)
+            ImageRecord(
+                image, width, height, boxes, labels, item=item_name(image, root), split=split
+            )
         )
     return DetectionSet(records, names, "yolo", skipped, has_splits=bool(folders))
 
@@ -227,220 +206,3 @@ def _infer_yolo_names(label_paths: list[Path]) -> list[str]:
                 if fields and fields[0].isdigit():
                     largest = max(largest, int(fields[0]))
     return [f"class{i}" for i in range(largest + 1)]
-
-
-def _item(path: Path, root: Path) -> str:
-    try:
-        return path.relative_to(root if root.is_dir() else root.parent).as_posix()
-    except ValueError:
-        return path.as_posix()
-
-
-# ----------------------------------------------------------------------------- COCO
-def _coco_json(root: Path) -> Path | None:
-    candidates = sorted(root.glob("*.json")) + sorted((root / "annotations").glob("*.json"))
-    for candidate in candidates:
-        try:
-            head = candidate.read_text()[:4096]
-        except OSError:
-            continue
-        if '"images"' in head or '"annotations"' in head or '"categories"' in head:
-            return candidate
-    return None
-
-
-def read_coco(path: Path, skip_bad: bool = False) -> DetectionSet:
-    json_path = path if path.is_file() else _coco_json(path)
-    if json_path is None:
-        raise DataError("no COCO annotation JSON found", path, "pass the JSON file with --data")
-    try:
-        coco = json.loads(read_text(json_path))
-        categories = sorted(coco["categories"], key=lambda c: c["id"])
-        images = coco["images"]
-        annotations = coco.get("annotations", [])
-        _check_coco(categories, images, annotations)
-    except (json.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError) as exc:
-        detail = f": {exc}" if isinstance(exc, ValueError) and not isinstance(
-            exc, json.JSONDecodeError) else ""  # fmt: skip
-        raise DataError(
-            f"not a COCO detection JSON (needs images, annotations, categories){detail}",
-            json_path,
-            "check the file",
-        ) from exc
-    index_of = {c["id"]: i for i, c in enumerate(categories)}
-    image_root = _coco_image_root(json_path, images)
-    by_image: dict[Any, list[dict[str, Any]]] = {}
-    for ann in annotations:
-        by_image.setdefault(ann.get("image_id"), []).append(ann)
-    records, skipped = [], []
-    for image in images:
-        file = image_root / image["file_name"]
-        try:
-            width, height = image_size_of(file) if file.exists() else _missing(file)
-            boxes, labels, ignore = _coco_boxes(
-                by_image.get(image["id"], []), index_of, json_path, width, height
-            )
-        except DataError as exc:
-            if not skip_bad:
-                raise
-            skipped.append(exc.line())
-            continue
-        record = ImageRecord(file, width, height, boxes, labels, ignore, item=image["file_name"])
-        records.append(record)
-    return DetectionSet(records, [str(c["name"]) for c in categories], "coco", skipped)
-
-
-def _check_coco(categories: Any, images: Any, annotations: Any) -> None:
-    """Structure only (ValueError/TypeError → 'not a COCO detection JSON'); values later."""
-    if not isinstance(images, list) or not isinstance(annotations, list):
-        raise ValueError("images and annotations must be lists")
-    for c in categories:
-        if not isinstance(c, dict) or not isinstance(c.get("name"), (str, int)):
-            raise ValueError("every category needs an id and a name")
-    if len({c["id"] for c in categories}) != len(categories):
-        raise ValueError("category ids repeat")
-    for image in images:
-        if not isinstance(image, dict) or not isinstance(image.get("file_name"), str):
-            raise ValueError("every image needs an id and a file_name")
-        if "id" not in image or not image["file_name"] or "\x00" in image["file_name"]:
-            raise ValueError("every image needs an id and a file_name")
-    for ann in annotations:
-        if not isinstance(ann, dict):
-            raise ValueError("every annotation must be an object")
-        hash(ann.get("image_id"))  # TypeError for a list / dict id
-
-
-def _missing(file: Path) -> tuple[int, int]:
-    raise DataError(
-        "image listed in the COCO JSON is missing", file, "restore it or use --skip-bad"
-    )
-
-
-def _coco_image_root(json_path: Path, images: list[dict[str, Any]]) -> Path:
-    first = images[0]["file_name"] if images else ""
-    for candidate in (
-        json_path.parent,
-        json_path.parent / "images",
-        json_path.parent.parent / "images",
-    ):
-        if (candidate / first).exists():
-            return candidate
-    return json_path.parent
-
-
-def _coco_boxes(
-    annotations: list[dict[str, Any]],
-    index_of: dict[Any, int],
-    where: Path,
-    width: int,
-    height: int,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    boxes, labels, ignore = [], [], []
-    for ann in annotations:
-        try:
-            x, y, w, h = (float(v) for v in ann["bbox"])
-        except (KeyError, TypeError, ValueError):
-            raise DataError(
-                f"annotation {ann.get('id')} has no bbox [x, y, width, height] of 4 numbers",
-                where,
-                "fix its bbox",
-            ) from None
-        box = [x, y, x + w, y + h]
-        if (
-            not np.all(np.isfinite(box))
-            or x < -1
-            or y < -1
-            or x + w > width + 1
-            or y + h > height + 1
-        ):
-            raise DataError(
-                f"annotation {ann.get('id')} has a box {ann['bbox']} that is not finite or "
-                f"outside the {width}x{height} image",
-                where,
-                "fix its bbox",
-            )
-        box = [max(x, 0.0), max(y, 0.0), min(x + w, width), min(y + h, height)]
-        if ann.get("iscrowd"):
-            ignore.append(box)
-            continue
-        category = ann.get("category_id")
-        if not isinstance(category, (int, str)) or category not in index_of:
-            raise DataError(
-                f"annotation {ann.get('id')} has unknown category_id {category!r}",
-                where,
-                "add the category to 'categories' or fix the annotation",
-            )
-        if w <= 0 or h <= 0:
-            raise DataError(f"annotation {ann.get('id')} has an empty box", where, "fix its bbox")
-        boxes.append(box)
-        labels.append(index_of[category])
-    return (
-        np.asarray(boxes, np.float32).reshape(-1, 4),
-        np.asarray(labels, np.int64),
-        np.asarray(ignore, np.float32).reshape(-1, 4),
-    )
-
-
-# ----------------------------------------------------------------------------- KITTI
-def read_kitti(root: Path, skip_bad: bool = False) -> DetectionSet:
-    base = root / "training" if (root / "training" / "label_2").is_dir() else root
-    images = list_images(base / "image_2")
-    parsed, skipped = [], []
-    for image in images:
-        label_path = base / "label_2" / f"{image.stem}.txt"
-        try:
-            width, height = image_size_of(image)
-            objects = _parse_kitti(label_path, width, height) if label_path.exists() else []
-        except DataError as exc:
-            if not skip_bad:
-                raise
-            skipped.append(exc.line())
-            continue
-        parsed.append((image, width, height, objects))
-    seen = {name for *_, objects in parsed for name, _ in objects if name != KITTI_IGNORE}
-    names = [c for c in KITTI_CLASSES if c in seen] + sorted(seen - set(KITTI_CLASSES))
-    index_of = {name: i for i, name in enumerate(names)}
-    records = []
-    for image, width, height, objects in parsed:
-        boxes = [b for name, b in objects if name != KITTI_IGNORE]
-        labels = [index_of[name] for name, _ in objects if name != KITTI_IGNORE]
-        ignore = [b for name, b in objects if name == KITTI_IGNORE]
-        records.append(
-            ImageRecord(
-                image,
-                width,
-                height,
-                np.asarray(boxes, np.float32).reshape(-1, 4),
-                np.asarray(labels, np.int64),
-                np.asarray(ignore, np.float32).reshape(-1, 4),
-                item=_item(image, root),
-            )
-        )
-    return DetectionSet(records, names, "kitti", skipped)
-
-
-def _parse_kitti(label_path: Path, width: int, height: int) -> list[tuple[str, list[float]]]:
-    objects = []
-    for line_no, line in enumerate(read_text(label_path).splitlines(), start=1):
-        fields = line.split()
-        if not fields:
-            continue
-        where = f"{label_path}:{line_no}"
-        if len(fields) not in (15, 16):
-            raise DataError(f"expected 15 KITTI fields, got {len(fields)}", where, "fix the line")
-        try:
-            x1, y1, x2, y2 = (float(v) for v in fields[4:8])
-        except ValueError as exc:
-            raise DataError("a KITTI box field is not a number", where, "fix the line") from exc
-        if not np.all(np.isfinite([x1, y1, x2, y2])):
-            raise DataError("a KITTI box field is not finite", where, "fix the line")
-        if fields[0] != KITTI_IGNORE and (
-            x2 <= x1 or y2 <= y1 or x1 < -1 or y1 < -1 or x2 > width + 1 or y2 > height + 1
-        ):
-            raise DataError(
-                f"box ({x1}, {y1}, {x2}, {y2}) is empty or outside the {width}x{height} image",
-                where,
-                "fix the line",
-            )
-        objects.append((fields[0], [max(x1, 0), max(y1, 0), min(x2, width), min(y2, height)]))
-    return objects

@@ -1,4 +1,5 @@
-"""The one internal annotation format, and the letterbox shared by training and runtime.
+"""The one internal annotation format, what a reader finds, and the letterbox shared by
+training and runtime.
 
 Boxes are ``(x1, y1, x2, y2)`` in pixels of the original image; ``ignore`` holds regions
 (KITTI ``DontCare``, COCO ``iscrowd``) where detections are neither rewarded nor punished.
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tl.core import DataError
+from tl.core import DataError, Skipped
 
 PAD_VALUE = 114
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -37,6 +38,33 @@ class ImageRecord:
     item: str = ""
     image_id: int = 0
     split: str | None = None
+
+
+@dataclass
+class DetectionSet:
+    """What a reader found: labelled images, class names, and the images it had to skip
+    (``--skip-bad``), each with why."""
+
+    records: list[ImageRecord]
+    labels: list[str]
+    layout: str
+    skipped: list[Skipped] = field(default_factory=list)
+    has_splits: bool = False
+
+
+def skipped_image(item: str, image: Path, exc: DataError) -> Skipped:
+    """An image left out by ``--skip-bad``: its item name and the error, with the label file
+    and line when the labels were at fault."""
+    where = f" ({exc.where})" if exc.where and exc.where != str(image) else ""
+    return Skipped(item, exc.what + where)
+
+
+def item_name(path: Path, root: Path) -> str:
+    """``path`` relative to the dataset ``root`` (a folder, or the file the data names)."""
+    try:
+        return path.relative_to(root if root.is_dir() else root.parent).as_posix()
+    except ValueError:
+        return path.as_posix()
 
 
 @dataclass(frozen=True)
@@ -101,3 +129,23 @@ def image_size_of(path: Path) -> tuple[int, int]:
     """(width, height) after checking that the file decodes."""
     image = open_image(path)
     return image.width, image.height
+
+
+def list_images(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    return sorted(
+        p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+    )
+
+
+def read_text(path: Path) -> str:
+    """A label / config file as text: UTF-8 (a BOM is allowed), else a `DataError`."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"not UTF-8 text ({exc.reason} at byte {exc.start})", path, "save it as UTF-8"
+        ) from None
+    except OSError as exc:
+        raise DataError(f"cannot read the file ({exc.strerror})", path, "check it") from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from .runtime import draw_detections
 GRID_IMAGES = 8
 
 
-def plot_class_pr(curves: dict[str, Any], per_class: dict[str, Any], path: Path) -> str:
+def plot_class_pr(curves: Mapping[str, Any], per_class: dict[str, Any], path: Path) -> str:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -37,14 +38,14 @@ def plot_class_pr(curves: dict[str, Any], per_class: dict[str, Any], path: Path)
     return path.name
 
 
-def detection_grid(model: Any, data: TLData, export: dict[str, Any], path: Path) -> str:
+def detection_grid(model: Any, data: TLData, path: Path) -> str:
     """Test images with true boxes (white) and predictions (class colours, score ≥ 0.3)."""
     from PIL import Image
 
     dataset = data.test
     count = min(GRID_IMAGES, len(dataset))
     images, targets = zip(*(dataset[i] for i in range(count)), strict=True)
-    wrapped = DetectorWithNms(model, data.info["canvas"], **export).eval()
+    wrapped = DetectorWithNms(model, data.info["canvas"]).eval()
     with torch.inference_mode():
         detections = wrapped(torch.stack(images).to(next(model.parameters()).device)).cpu()
     tiles = []
@@ -68,9 +69,10 @@ def report_sections(
     metrics: dict[str, Any],
     data: TLData,
     model: Any,
-    curves: dict[str, Any] | None,
-    export: dict[str, Any],
+    curves: Mapping[str, Any] | None,
 ) -> list[ReportSection]:
+    """Per-class AP50 with the test PR ``curves`` (from `DrivingPlugin.finalize`), and a grid
+    of test images drawn with ``model``'s own post-processing."""
     per_class = metrics.get("per_class_ap50", {})
     table = ["| class | AP50 |", "|---|---:|"]
     table += [f"| {k} | {'n/a' if v is None else f'{v:.4f}'} |" for k, v in per_class.items()]
@@ -87,7 +89,7 @@ def report_sections(
         )
     ]
     if len(data.test):
-        grid = detection_grid(model, data, export, run_dir / "test_detections.png")
+        grid = detection_grid(model, data, run_dir / "test_detections.png")
         sections.append(
             ReportSection(
                 "Test images",

@@ -58,9 +58,11 @@ def empty_image_batch(data: TLData) -> np.ndarray:
     return np.full((1, 3, height, width), PAD_VALUE, dtype=np.uint8)
 
 
-def build_export_spec(model: Any, data: TLData, settings: dict[str, Any]) -> ExportSpec:
+def build_export_spec(model: Any, data: TLData) -> ExportSpec:
+    """The detector and its NMS (`Detector.nms`) as one graph; the settings go in the metadata."""
     canvas = tuple(data.info["canvas"])
-    module = DetectorWithNms(model.cpu().eval(), canvas, **settings).eval()
+    module = DetectorWithNms(model.cpu().eval(), canvas).eval()
+    settings = module.settings()
     test = data.test if len(data.test) else data.val
     batches = [
         {"images": numpy_batch(test, list(range(min(PARITY_BATCH, len(test)))))},
@@ -114,17 +116,17 @@ def rows_by_box(name: str, detections: np.ndarray) -> np.ndarray:
     return out
 
 
-def test_predictions(
-    outputs: list[dict[str, Any]], data: TLData, threshold: float = 0.3
-) -> pd.DataFrame:
-    """One row per test image: true and predicted counts, detections in image pixels."""
+def test_predictions(outputs: list[dict[str, Any]], data: TLData) -> pd.DataFrame:
+    """One row per test image: true and predicted counts, and the detections in image pixels
+    that the exported model returns for it (the model's own score threshold, NMS and
+    detection cap: what `tl predict` lists)."""
     height, width = data.info["canvas"]
     records = {r.image_id: r for r in data.test.records}
     rows = []
     for out in outputs:
         for detections, target in zip(out["detections"].numpy(), out["targets"], strict=True):
             record = records[int(target["image_id"])]
-            kept = detections[(detections[:, 5] >= 0) & (detections[:, 4] >= threshold)].copy()
+            kept = detections[detections[:, 5] >= 0].copy()
             box = Letterbox.fit(record.width, record.height, width, height)
             kept[:, :4] = box.to_image(kept[:, :4], record.width, record.height)
             rows.append(

@@ -5,83 +5,56 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tl.core.backbones import BackboneSpec, load_tl_weights
+from tl.core import Config, Fitted, RunConfig
+from tl.core.backbones import BackboneSpec
 from tl.core.checkpoints import save_backbone
+from tl.core.config import resolve_config
+from tl.core.run import build_and_load
+from tl.core.run_config import train_config
 from tl.core.strategies import build_plan
-from tl.core.trainer import TrainConfig, Trainer
+from tl.core.task import plugin_task, pretrain_as_task
+from tl.core.trainer import Trainer
+from tl_fraud.options import FraudPretrainOptions
+
+TRAIN = dict(epochs=5, lr=1e-3, weight_decay=1e-4, batch_size=128, patience=0, device="cpu",
+             warmup=0.0)  # fmt: skip
 
 
-class PluginTask:
-    def __init__(self, plugin, data) -> None:
-        self.plugin, self.data = plugin, data
-        self.monitor, self.monitor_mode = plugin.monitor, plugin.monitor_mode
-
-    def training_step(self, model, batch):
-        return self.plugin.training_step(model, batch)
-
-    def predict_step(self, model, batch):
-        return self.plugin.predict_step(model, batch)
-
-    def metrics(self, outputs, split):
-        return self.plugin.metrics(outputs, self.data, split)
+def run_config(plugin, path: Path, **values: Any) -> Config:
+    """``tl run fraud --data path`` with ``values`` as flags (small trainer settings)."""
+    return resolve_config(plugin, {"data": str(path), **TRAIN, **values})
 
 
-class PretrainAdapter:
-    def __init__(self, task) -> None:
-        self.task = task
-        self.monitor, self.monitor_mode = task.monitor, task.monitor_mode
-
-    def training_step(self, model, batch):
-        return self.task.training_step(model, batch)
-
-    def predict_step(self, model, batch):
-        return self.task.predict_step(model, batch)
-
-    def metrics(self, outputs, split):
-        return self.task.metrics(outputs)
+def pretrain_config(path: Path, **values: Any) -> Config:
+    """``tl pretrain fraud --data path`` with ``values`` as flags."""
+    names = set(FraudPretrainOptions.__dataclass_fields__)
+    core = {k: v for k, v in {**TRAIN, **values}.items() if k not in names}
+    own = FraudPretrainOptions(**{k: v for k, v in values.items() if k in names})
+    return Config(RunConfig(data=str(path), **core), own, command="pretrain")
 
 
-def config(**overrides: Any) -> TrainConfig:
-    base = dict(
-        epochs=5, lr=1e-3, weight_decay=1e-4, batch_size=128, patience=0, device="cpu", warmup=0.0
-    )
-    return TrainConfig(**{**base, **overrides})
-
-
-def pretrain(plugin, path: Path, options: dict, out: Path, cfg: TrainConfig) -> Path:
-    task = plugin.pretrain_task(BackboneSpec("ft_transformer"), path, options)
-    plan = build_plan(task.model, "full", cfg.lr, cfg.weight_decay)
-    trainer = Trainer(cfg, PretrainAdapter(task), out, tensorboard=False)
+def pretrain(plugin, options: Config, out: Path) -> Path:
+    task = plugin.pretrain_task(BackboneSpec("ft_transformer"), Path(options["data"]), options)
+    plan = build_plan(task.model, options)
+    trainer = Trainer(train_config(options), pretrain_as_task(task, plugin), out, tensorboard=False)
     trainer.fit(task.model, plan, task.train, task.val, task.collate)
     return save_backbone(task.model, out / "backbone.safetensors", task.metadata)
 
 
-def finetune(
-    plugin,
-    data,
-    options: dict,
-    out: Path,
-    cfg: TrainConfig,
-    weights: str = "none",
-    strategy: str = "full",
-):
-    """Build (and load ``weights`` into) the model, train, finalize; return (model, test metrics)."""
-    spec = BackboneSpec(options.get("backbone") or plugin.default_backbone, weights=weights)
-    model = plugin.build_model(spec, data, options)
-    if spec.tl_weights is not None:
-        load_tl_weights(
-            model, spec.tl_weights, lambda s, m: plugin.adapt_weights(s, m, model, data)
-        )
-    plan = build_plan(model, strategy, cfg.lr, cfg.weight_decay)
+def finetune(plugin, data, options: Config, out: Path) -> tuple[Any, Fitted, dict[str, list[Any]]]:
+    """Build (and load ``options["weights"]`` into) the model, train it, finalize; return
+    (model, fitted, the val/test outputs)."""
+    model, plan, _ = build_and_load(plugin, data, options, options["weights"])
     trainer = Trainer(
-        cfg,
-        PluginTask(plugin, data),
+        train_config(options),
+        plugin_task(plugin, data),
         out,
         tensorboard=False,
         weights_meta=lambda: plugin.weights_metadata(model, data),
     )
     trainer.fit(model, plan, data.train, data.val, data.collate)
-    val = trainer.collect(model, data.val, data.collate)
-    test = trainer.collect(model, data.test, data.collate)
-    extra = plugin.finalize(model, data, {"val": val, "test": test})
-    return model, plugin.metrics(test, data, "test"), extra
+    outputs = {
+        "val": trainer.collect(model, data.val, data.collate),
+        "test": trainer.collect(model, data.test, data.collate),
+    }
+    return model, plugin.finalize(model, data, outputs, options), outputs

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from tl.core import ConfigError, DataError
+from tl.core.config import resolve_config
 from tl_fraud.metrics import ThresholdRule, alerts_for_recall, choose_threshold, fraud_metrics
 from tl_fraud.plugin import FraudPlugin
 from tl_fraud.prepare import prepare
@@ -13,6 +14,12 @@ from tl_fraud.readers import parse_target
 from tl_fraud.schema import fit_schema, infer_types
 
 OPTIONS = {"target": "is_fraud", "drop": ("transaction_id", "card_id"), "seed": 0}
+
+
+def load(path: Path, **options):
+    """`FraudPlugin.load` with the options `tl run fraud --data path` resolves."""
+    plugin = FraudPlugin()
+    return plugin.load(path, resolve_config(plugin, {"data": str(path), **OPTIONS, **options}))
 
 
 def test_target_parsing_numbers_booleans_and_strings():
@@ -107,7 +114,7 @@ def test_metrics_against_hand_computed_values():
 @pytest.mark.parametrize(
     "frame, options, error, message",
     [
-        (None, {"target": "label"}, DataError, "not in the table"),
+        (None, {"target": "label"}, DataError, "is not in the data"),
         ("one_class", {}, DataError, "one class"),
         ("empty", {}, DataError, "empty"),
         ("bad_time", {"time_column": "ts"}, DataError, "does not parse"),
@@ -127,7 +134,7 @@ def test_bad_input_fails_cleanly(tmp_path, market_csv, frame, options, error, me
         path = tmp_path / "x.parquet"
         table.assign(ts="not a date").to_parquet(path)
     with pytest.raises(error, match=message):
-        FraudPlugin().load(path, {**OPTIONS, **options})
+        load(path, **options)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         p.name for p in tmp_path.iterdir() if p.suffix in (".csv", ".parquet")
     )
@@ -136,6 +143,6 @@ def test_bad_input_fails_cleanly(tmp_path, market_csv, frame, options, error, me
 def test_all_nan_column_is_a_counted_warning(tmp_path, market_csv):
     path = tmp_path / "x.csv"
     pd.read_csv(market_csv).assign(broken=np.nan).to_csv(path, index=False)
-    data = FraudPlugin().load(path, OPTIONS)
+    data = load(path)
     assert data.info["warnings"] == {"column 'broken' not used: all values missing": 1}
     assert "broken" not in data.prepared.schema.source_columns

@@ -57,7 +57,7 @@ def run_dir(tmp_path_factory, market_csv) -> Path:
     weights = pre.stdout.strip().splitlines()[-1]
     run = tl("run", "fraud", "--data", str(market_csv), "--target", "is_fraud", "--time-column", "ts",
              "--drop", "transaction_id", "--drop", "card_id", "--weights", weights, "--epochs", "2",
-             "--out", str(root / "runs"), *SMALL)  # fmt: skip
+             "--compare-scratch", "--out", str(root / "runs"), *SMALL)  # fmt: skip
     assert run.returncode == 0, run.stderr
     return Path(run.stdout.strip().splitlines()[-1])
 
@@ -75,6 +75,25 @@ def test_run_writes_metrics_baseline_report_and_onnx(run_dir: Path):
     assert "amount" in metrics["transfer"]["shared_columns"]
     report = (run_dir / "report.md").read_text()
     assert "gradient boosting" in report and (run_dir / "fraud_curves.png").exists()
+    assert report.count("## Data") == 1 and '"columns"' in report
+
+
+def test_one_threshold_for_metrics_onnx_and_predictions(run_dir: Path):
+    """With --compare-scratch two models are finalized in one process; every output of the
+    run is the main model's: metrics.json, the ONNX metadata and test_predictions.csv."""
+    import onnx
+    from tl_fraud.metrics import fraud_metrics
+
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert "scratch" in metrics and "transfer" not in metrics["scratch"]
+    props = {p.key: p.value for p in onnx.load(str(run_dir / "model.onnx")).metadata_props}
+    threshold = metrics["threshold"]
+    assert json.loads(props["tl"])["threshold"] == threshold
+    rows = pd.read_csv(run_dir / "test_predictions.csv")
+    assert rows["alert"].tolist() == (rows["fraud_probability"] >= threshold).tolist()
+    again = fraud_metrics(rows["fraud_probability"], rows["target"], threshold)
+    for key in ("average_precision", "recall", "precision", "alert_rate"):
+        assert again[key] == pytest.approx(metrics[key], abs=1e-6), key
 
 
 def test_predict_and_evaluate_without_torch(run_dir: Path, market_csv: Path, tmp_path: Path):
@@ -124,3 +143,26 @@ def test_predict_rejects_text_in_numeric_column(run_dir: Path, market_csv: Path,
         .startswith("error: column 'amount' is numeric but holds text")
     )
     assert not out.exists()
+
+
+def test_predict_and_evaluate_skip_bad_rows(run_dir: Path, market_csv: Path, tmp_path: Path):
+    table = pd.read_csv(market_csv).head(400).astype({"amount": object})
+    table.loc[[2, 7], "amount"] = "twelve"
+    table.to_csv(tmp_path / "bad.csv", index=False)
+    out = tmp_path / "scores.csv"
+    args = ("--data", str(tmp_path / "bad.csv"), "--skip-bad")
+    result = tl("predict", str(run_dir), *args, "--out", str(out), torch=False)
+    assert result.returncode == 0, result.stderr
+    assert "skipped 2 unreadable rows (first: 2 — column 'amount' is numeric but holds" in (
+        result.stderr
+    )
+    scores = pd.read_csv(out)
+    assert len(scores) == 400 and scores["error"].notna().sum() == 2
+    assert sorted(scores.loc[scores["error"].notna(), "row"]) == [2, 7]
+    assert scores.loc[scores["error"].isna(), "row"].tolist() == [
+        i for i in range(400) if i not in (2, 7)
+    ]
+    result = tl("evaluate", str(run_dir), *args, torch=False, blocker=TORCH_NOT_INSTALLED)
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads(result.stdout)
+    assert metrics["skipped"] == 2 and metrics["n_rows"] == 398

@@ -49,35 +49,33 @@ def test_ssl_pretraining_beats_no_pretraining_with_few_labels(tmp_path):
     history.drop(columns=["is_fraud"]).to_parquet(tmp_path / "history.parquet")
     weights = harness.pretrain(
         plugin,
-        tmp_path / "history.parquet",
-        {"drop": IDS, "seed": 0, "ssl": "mask", **ARCH},
+        harness.pretrain_config(
+            tmp_path / "history.parquet", drop=IDS, seed=0, ssl="mask", epochs=6,
+            batch_size=256, lr=2e-3, **ARCH,
+        ),
         tmp_path / "pretrain",
-        harness.config(epochs=6, batch_size=256, lr=2e-3),
-    )
+    )  # fmt: skip
     gains = []
     for seed in (0, 1):
         market = generate(
             NEW_MARKET, 5000, np.random.default_rng(100 + seed), "2024-07-01", 30, 0.03
         )
         market.to_csv(tmp_path / "market.csv", index=False)
-        options = {
-            "target": "is_fraud",
-            "drop": IDS,
-            "seed": seed,
-            "val_fraction": 0.2,
-            "test_fraction": 0.6,
-            **ARCH,
-        }
         ap = {}
         for name, source in (("pretrained", str(weights.parent)), ("scratch", "none")):
+            options = harness.run_config(
+                plugin, tmp_path / "market.csv", target="is_fraud", drop=IDS, seed=seed,
+                val_fraction=0.2, test_fraction=0.6, epochs=10, weights=source, **ARCH,
+            )  # fmt: skip
             data = plugin.load(tmp_path / "market.csv", options)
-            _, metrics, _ = harness.finetune(
-                plugin, data, options, tmp_path / f"{name}{seed}", harness.config(epochs=10), source
-            )
-            ap[name] = metrics["average_precision"]
+            model, fitted, _ = harness.finetune(plugin, data, options, tmp_path / f"{name}{seed}")
+            ap[name] = fitted.metrics["average_precision"]
             if name == "pretrained":
-                assert data.transfer["new_columns"] == ["installments"]
-                assert data.transfer["dropped_columns"] == ["device_os"]
+                assert model.transfer["new_columns"] == ["installments"]
+                assert model.transfer["dropped_columns"] == ["device_os"]
+                assert fitted.metrics["transfer"] == model.transfer
+            else:
+                assert model.transfer is None and "transfer" not in fitted.metrics
         gains.append(ap["pretrained"] - ap["scratch"])
     assert np.mean(gains) > 0.05, gains
     assert min(gains) > 0, gains

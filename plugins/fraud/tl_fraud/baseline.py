@@ -3,11 +3,19 @@
 It sees the same features as the network (raw numeric values with NaN, category codes
 with native categorical splits), picks its threshold on validation by the same rule and is
 scored on the same test rows.
+
+It depends on the data only, so `baseline_for` fits it once per loaded dataset (the main
+model and ``--compare-scratch``'s share it); the cache is keyed by the data object, never
+stored on it.
 """
 
 from __future__ import annotations
 
 import time
+import weakref
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -17,6 +25,30 @@ from .metrics import ThresholdRule, choose_threshold, fraud_metrics
 from .prepare import PreparedTable
 
 MAX_NATIVE_CATEGORIES = 255
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """The baseline's test metrics and its read-only validation/test scores."""
+
+    metrics: Mapping[str, Any]
+    scores: Mapping[str, np.ndarray]
+
+
+_cache: dict[str, Any] = {"data": None, "baseline": None}
+
+
+def baseline_for(data: Any) -> Baseline:
+    """`run_baseline` on ``data`` (a loaded `FraudData`), fitted once per data object."""
+    cached = _cache["data"]
+    if cached is not None and cached() is data:
+        return _cache["baseline"]
+    raw = run_baseline(data.prepared, data.rule, data.seed)
+    for array in raw["scores"].values():
+        array.flags.writeable = False
+    baseline = Baseline(MappingProxyType(raw["metrics"]), MappingProxyType(raw["scores"]))
+    _cache.update(data=weakref.ref(data), baseline=baseline)
+    return baseline
 
 
 def run_baseline(prepared: PreparedTable, rule: ThresholdRule, seed: int = 0) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 from tl.core import ConfigError
@@ -19,7 +20,7 @@ from torch import nn
 from .schema import CLIP, TableSchema
 
 
-@dataclass
+@dataclass(frozen=True)
 class Architecture:
     """Size of the encoder; saved with the weights so fine-tuning rebuilds the same shape."""
 
@@ -175,10 +176,17 @@ class FTTransformer(nn.Module):
 
 
 class FraudModel(nn.Module):
-    """``backbone`` (FT-Transformer) + ``head`` → one fraud logit per row."""
+    """``backbone`` (FT-Transformer) + ``head`` → one fraud logit per row.
+
+    What the run's later steps need about this very model travels with it: ``arch`` (saved
+    with its weights), ``loss`` (set by the plugin) and ``transfer`` (what
+    `transfer.adapt_state_dict` moved from pretrained weights, None without them).
+    """
 
     def __init__(self, schema: TableSchema, arch: Architecture, dropout: float = 0.1) -> None:
         super().__init__()
+        self.arch = arch
+        self.transfer: dict[str, Any] | None = None
         self.backbone = FTTransformer(schema, arch)
         self.head = nn.Sequential(nn.ReLU(), nn.Dropout(dropout), nn.Linear(arch.d_token, 1))
 

@@ -6,6 +6,7 @@ columns that cannot be features are counted in ``info["warnings"]``. No torch he
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import numpy as np
 import pandas as pd
 from tl.core import ConfigError
 
+from .options import setting
 from .readers import parse_target, parse_time_column, read_table, require_column
 from .schema import TableSchema, fit_schema, infer_types
 from .splits import assign_splits
@@ -44,32 +46,34 @@ def column_list(value: Any) -> list[str]:
     return [part.strip() for item in items for part in str(item).split(",") if part.strip()]
 
 
-def prepare(path: Path, options: dict[str, Any], labelled: bool = True) -> PreparedTable:
+def prepare(path: Path, options: Mapping[str, Any], labelled: bool = True) -> PreparedTable:
+    """``path`` read, split and encoded. ``labelled`` (`tl run`, supervised `tl pretrain`)
+    needs ``target``; unlabelled tables are split into train/val only."""
     frame = read_table(Path(path))
     warnings: dict[str, int] = {}
-    target = options.get("target")
+    target = setting(options, "target")
     if labelled and not target:
         raise ConfigError("no target column given", "--target", "name the 0/1 fraud label column")
-    drop = column_list(options.get("drop"))
+    drop = column_list(setting(options, "drop"))
     for name in drop:
         require_column(frame, name, "--drop")
     labels, positive = None, None
     keep = np.ones(len(frame), dtype=bool)
     if target:
         require_column(frame, target, "--target")
-        labels, positive = parse_target(frame[target], options.get("positive"))
+        labels, positive = parse_target(frame[target], setting(options, "positive"))
         unlabelled = labels < 0
         if unlabelled.any():
             warnings["rows without a label (not used)"] = int(unlabelled.sum())
             keep &= ~unlabelled
-    time_column = options.get("time_column")
+    time_column = setting(options, "time_column")
     times = None
     if time_column:
         times, bad = parse_time_column(frame, time_column)
         if bad:
             warnings["rows with an unparseable timestamp (not used)"] = bad
             keep &= times.notna().to_numpy()
-    group_column = options.get("group_column")
+    group_column = setting(options, "group_column")
     if group_column:
         require_column(frame, group_column, "--group-column")
     rows = np.nonzero(keep)[0]
@@ -83,15 +87,17 @@ def prepare(path: Path, options: dict[str, Any], labelled: bool = True) -> Prepa
         frame,
         exclude,
         time_column,
-        column_list(options.get("categorical")),
-        column_list(options.get("numeric")),
+        column_list(setting(options, "categorical")),
+        column_list(setting(options, "numeric")),
     )
     for name, reason in excluded.items():
         warnings[f"column '{name}' not used: {reason}"] = 1
     split_labels = labels if labels is not None else np.zeros(len(frame), dtype=np.int64)
-    val_fraction = float(options.get("val_fraction") or 0.15)
-    test_fraction = float(options.get("test_fraction") or 0.15) if labelled else 0.0
-    split = _split(frame, split_labels, val_fraction, test_fraction, options, times, labelled)
+    val_fraction = float(setting(options, "val_fraction"))
+    test_fraction = float(setting(options, "test_fraction")) if labelled else 0.0
+    groups = frame[group_column] if group_column else None
+    seed = int(setting(options, "seed"))
+    split = _split(split_labels, val_fraction, test_fraction, seed, times, groups, labelled)
     id_columns = [c for c in (*drop, group_column) if c]
     id_columns += [c for c, why in excluded.items() if why.startswith("looks like an identifier")]
     schema = fit_schema(frame[split == "train"], types, excluded, list(dict.fromkeys(id_columns)))
@@ -121,17 +127,14 @@ def prepare(path: Path, options: dict[str, Any], labelled: bool = True) -> Prepa
     return PreparedTable(schema, numeric, categorical, split, labels, rows, positive, info)
 
 
-def _split(frame, labels, val_fraction, test_fraction, options, times, labelled) -> np.ndarray:
-    group_column = options.get("group_column")
-    groups = frame[group_column] if group_column else None
-    seed = int(options.get("seed") or 0)
+def _split(labels, val_fraction, test_fraction, seed, times, groups, labelled) -> np.ndarray:
     if labelled:
         return assign_splits(labels, val_fraction, test_fraction, seed, times, groups)
     rng = np.random.default_rng(seed)
     if times is not None:
-        position = times.rank(method="first").to_numpy() / len(frame)
+        position = times.rank(method="first").to_numpy() / len(labels)
     else:
-        position = rng.random(len(frame))
+        position = rng.random(len(labels))
     return np.where(position <= 1 - val_fraction, "train", "val")
 
 

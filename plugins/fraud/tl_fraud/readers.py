@@ -6,121 +6,36 @@ These functions are shared by training (`tl run`, `tl pretrain`) and the torch-f
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from tl.core import ConfigError, DataError
+from tl.core import iter_table as core_iter_table
+from tl.core import read_table as core_read_table
+from tl.core import require_column as core_require_column
 
 CSV_SUFFIXES = {".csv", ".tsv", ".txt"}
 PARQUET_SUFFIXES = {".parquet", ".pq"}
+SUFFIXES = (".csv", ".tsv", ".txt", ".parquet", ".pq")
 POSITIVE_WORDS = {"1", "true", "t", "yes", "y", "fraud", "fraudulent", "positive", "bad"}
 MAX_BAD_TIME_FRACTION = 0.01
 
 
 def read_table(path: Path) -> pd.DataFrame:
-    """The raw table with at least one row; ids and categories as written."""
-    path = Path(path)
-    if not path.exists():
-        raise DataError("data file not found", path, "check the path passed to --data")
-    if path.is_dir():
-        raise DataError("--data is a folder, not a table", path, "pass a .csv or .parquet file")
-    suffix = path.suffix.lower()
-    if suffix not in CSV_SUFFIXES | PARQUET_SUFFIXES:
-        raise DataError(
-            f"unsupported file type '{suffix}'", path, "use a .csv or .parquet transaction table"
-        )
-    try:
-        if suffix in PARQUET_SUFFIXES:
-            frame = pd.read_parquet(path)
-            header = [str(c) for c in frame.columns]
-        else:
-            sep = "\t" if suffix == ".tsv" else ","
-            frame = pd.read_csv(path, sep=sep, low_memory=False)
-            header = csv_header(path, sep)
-    except pd.errors.EmptyDataError as exc:
-        raise DataError("the file is empty", path, "pass a table with a header and rows") from exc
-    except Exception as exc:  # pyarrow / parser errors come in many types
-        raise DataError(
-            f"cannot read the table ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})",
-            path,
-            "check that the file is a valid CSV or Parquet table",
-        ) from exc
-    if frame.empty:
-        raise DataError("the table has no rows", path, "pass a table with transactions")
-    check_unique_columns(header, path)
-    frame.columns = [str(c) for c in frame.columns]
-    return frame
+    """The raw table with at least one row (the core's reader and error policy)."""
+    return core_read_table(Path(path), noun="transaction table", suffixes=SUFFIXES)
 
 
 def iter_table(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
     """The table in chunks of ``chunk_rows`` (bounded memory for `tl predict` on big files);
     the same checks and errors as `read_table`."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if not path.is_file() or suffix not in CSV_SUFFIXES | PARQUET_SUFFIXES:
-        yield read_table(path)  # raises the right DataError
-        return
-    rows = 0
-    try:
-        if suffix in PARQUET_SUFFIXES:
-            import pyarrow.parquet as pq
-
-            source = pq.ParquetFile(path)
-            check_unique_columns([str(n) for n in source.schema_arrow.names], path)
-            chunks = (b.to_pandas() for b in source.iter_batches(batch_size=chunk_rows))
-        else:
-            sep = "\t" if suffix == ".tsv" else ","
-            check_unique_columns(csv_header(path, sep), path)
-            chunks = pd.read_csv(path, sep=sep, low_memory=False, chunksize=chunk_rows)
-        for chunk in chunks:
-            chunk.columns = [str(c) for c in chunk.columns]
-            chunk.index = pd.RangeIndex(rows, rows + len(chunk))
-            rows += len(chunk)
-            yield chunk
-    except DataError:
-        raise
-    except pd.errors.EmptyDataError as exc:
-        raise DataError("the file is empty", path, "pass a table with a header and rows") from exc
-    except Exception as exc:  # pyarrow / parser errors come in many types
-        raise DataError(
-            f"cannot read the table at row {rows} ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0][:120] if str(exc) else ''})",
-            path,
-            "check that the file is a valid CSV or Parquet table",
-        ) from exc
-    if rows == 0:
-        raise DataError("the table has no rows", path, "pass a table with transactions")
-
-
-def csv_header(path: Path, sep: str) -> list[str]:
-    """The header as written (pandas renames a repeated name ``a`` to ``a.1``)."""
-    first = pd.read_csv(path, sep=sep, header=None, nrows=1, dtype=str, keep_default_na=False)
-    return [str(c) for c in first.iloc[0].tolist()] if len(first) else []
-
-
-def check_unique_columns(header: list[str], path: Path) -> None:
-    """A repeated column name makes `--target a` or the schema ambiguous: refuse it."""
-    seen: set[str] = set()
-    repeated = [c for c in header if c in seen or seen.add(c)]
-    if repeated:
-        raise DataError(
-            f"the table has duplicated column names ({', '.join(dict.fromkeys(repeated))})",
-            path,
-            "rename the columns so that each name appears once",
-        )
+    return core_iter_table(Path(path), chunk_rows, noun="transaction table", suffixes=SUFFIXES)
 
 
 def require_column(frame: pd.DataFrame, column: str, flag: str) -> None:
-    if column in frame.columns:
-        return
-    close = difflib.get_close_matches(column, list(frame.columns), n=1)
-    hint = (
-        f"did you mean '{close[0]}'?" if close else f"columns are: {', '.join(frame.columns[:12])}"
-    )
-    raise DataError(f"column '{column}' is not in the table", flag, hint)
+    core_require_column(frame, column, flag)
 
 
 def parse_target(

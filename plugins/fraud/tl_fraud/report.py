@@ -1,4 +1,8 @@
-"""Report sections: data and column types, model vs baseline, PR/ROC curves, transfer."""
+"""Report sections: model vs baseline, PR/ROC curves, transfer. The data (file, rows, column
+types, splits, warnings) is in the core's Data section, from `FraudData.describe`.
+
+Everything shown comes from the run's metrics.json values and the main model's `Fitted`
+(its test scores and threshold), never from another model trained in the same run."""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tl.core import ReportSection
+from tl.core import Fitted, ReportSection
 
 from .metrics import curves
 
@@ -28,26 +32,6 @@ def _fmt(value: Any) -> str:
     return "n/a" if value is None else str(value)
 
 
-def data_section(info: dict[str, Any]) -> ReportSection:
-    lines = [
-        f"File `{info.get('file')}`: {info.get('rows_read')} rows read, {info.get('rows_used')} used. "
-        f"Target `{info.get('target')}` (fraud = `{info.get('positive_label')}`). "
-        f"Split: {info.get('split_rule')}.",
-        "",
-        "| split | rows | fraud |",
-        "|---|---:|---:|",
-    ]
-    for name, counts in info.get("splits", {}).items():
-        lines.append(f"| {name} | {counts['rows']} | {counts['fraud']} |")
-    lines += ["", "| column | type |", "|---|---|"]
-    lines += [f"| {name} | {kind} |" for name, kind in info.get("columns", {}).items()]
-    warnings = info.get("warnings", {})
-    if warnings:
-        lines += ["", "Warnings:"]
-        lines += [f"- {what}: {count}" for what, count in warnings.items()]
-    return ReportSection("Data", "\n".join(lines))
-
-
 def comparison_section(metrics: dict[str, Any]) -> ReportSection:
     baseline = metrics.get("baseline", {})
     lines = ["| test metric | model | gradient boosting |", "|---|---:|---:|"]
@@ -62,9 +46,28 @@ def comparison_section(metrics: dict[str, Any]) -> ReportSection:
     return ReportSection("Model vs gradient-boosting baseline", "\n".join(lines))
 
 
+def sections(run_dir: Path, metrics: dict[str, Any], fitted: Fitted) -> list[ReportSection]:
+    found = [comparison_section(metrics)]
+    targets = fitted.artifacts.get("test_targets")
+    if targets is not None and 0 < targets.sum() < len(targets):
+        scores = {"FT-Transformer": fitted.artifacts["test_scores"]}
+        if fitted.artifacts.get("baseline_test_scores") is not None:
+            scores["gradient boosting"] = fitted.artifacts["baseline_test_scores"]
+        point = (metrics.get("recall"), metrics.get("precision"), metrics.get("threshold"))
+        found.append(curve_section(Path(run_dir), targets, scores, point))
+    if fitted.artifacts.get("transfer"):
+        found.append(transfer_section(fitted.artifacts["transfer"]))
+    return found
+
+
 def curve_section(
-    run_dir: Path, targets: np.ndarray, scores: dict[str, np.ndarray]
+    run_dir: Path,
+    targets: np.ndarray,
+    scores: dict[str, np.ndarray],
+    operating_point: tuple[Any, Any, Any] | None = None,
 ) -> ReportSection:
+    """PR and ROC curves of each model's test scores; ``operating_point``: the main model's
+    (recall, precision, threshold) at its validation threshold, marked on the PR curve."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -75,6 +78,9 @@ def curve_section(
         c = curves(values, targets)
         pr.plot(c["recall"], c["precision"], label=label)
         roc.plot(c["fpr"], c["tpr"], label=label)
+    recall, precision, threshold = operating_point or (None, None, None)
+    if isinstance(recall, float) and isinstance(precision, float):
+        pr.plot([recall], [precision], "o", color="black", label=f"alerts at {threshold:.4f}")
     pr.axhline(targets.mean(), color="grey", linestyle=":", label="fraud rate")
     pr.set(xlabel="recall", ylabel="precision", title="Precision-recall (test)")
     roc.plot([0, 1], [0, 1], color="grey", linestyle=":")
@@ -92,7 +98,7 @@ def curve_section(
     name = "fraud_curves.png"
     fig.savefig(Path(run_dir) / name, dpi=110)
     plt.close(fig)
-    return ReportSection("PR and ROC curves", f"![PR and ROC curves]({name})", [name])
+    return ReportSection("PR and ROC curves", "", [name])
 
 
 def transfer_section(summary: dict[str, Any]) -> ReportSection:

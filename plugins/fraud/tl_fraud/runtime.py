@@ -1,27 +1,30 @@
 """`tl predict` / `tl evaluate` for fraud models: onnxruntime only, no torch.
 
 The table is encoded with the schema stored in the model's metadata (vocabularies, column
-kinds, datetime parts); scaling and imputation then happen inside the ONNX graph.
+kinds, datetime parts); scaling and imputation then happen inside the ONNX graph. The core
+(`tl.core.inference`) runs the model, shows progress, counts skipped rows and writes the
+output; this module reads the table a chunk at a time (`read_batches`), turns
+probabilities into rows (`decode`) and rows into metrics (`score`).
 """
 
 from __future__ import annotations
 
 import sys
-import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from tl.core import DataError, OnnxModel
+from tl.core import Batches, DataError, InputBatch, OnnxModel, Skipped
 
 from .metrics import fraud_metrics
-from .readers import iter_table, parse_target, read_table, require_column
+from .readers import PARQUET_SUFFIXES, iter_table, parse_target, read_table, require_column
 from .schema import TableSchema
 
+CHUNK_ROWS = 50_000  # rows read and encoded at a time: memory is bounded by this, not the file
 BATCH_ROWS = 8192  # rows per onnxruntime call: its arena grows with the largest batch
-CHUNK_ROWS = 50_000  # rows read, encoded and written at a time by `tl predict`
+ROW = "row"  # the 0-based row of the input file: an item's id in the output
 
 
 def schema_of(model: OnnxModel) -> TableSchema:
@@ -34,21 +37,6 @@ def schema_of(model: OnnxModel) -> TableSchema:
     return TableSchema.from_dict(model.meta["schema"])
 
 
-def score_frame(
-    model: OnnxModel, frame: pd.DataFrame, where: str
-) -> tuple[np.ndarray, dict[str, int]]:
-    """Fraud probability per row, and the unseen-category counts per column."""
-    numeric, categorical, unseen = schema_of(model).encode(frame, where)
-    scores = []
-    for start in range(0, len(frame), BATCH_ROWS):
-        feeds = {
-            "numeric": numeric[start : start + BATCH_ROWS],
-            "categorical": categorical[start : start + BATCH_ROWS],
-        }
-        scores.append(model.run(feeds)["probability"].reshape(-1))
-    return np.concatenate(scores) if scores else np.zeros(0, dtype=np.float32), unseen
-
-
 def warn_unseen(unseen: dict[str, int], stream: Any = None) -> None:
     stream = stream or sys.stderr
     for column, count in unseen.items():
@@ -58,96 +46,132 @@ def warn_unseen(unseen: dict[str, int], stream: Any = None) -> None:
         )
 
 
-def predict_table(model: OnnxModel, path: Path) -> pd.DataFrame:
-    """All predictions as one frame (small files; `stream_predictions` for big ones)."""
-    frames = list(iter_predictions(model, Path(path), chunk_rows=10**12))
-    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+def read_batches(
+    model: OnnxModel, path: Path, options: Mapping[str, Any], labelled: bool = False
+) -> Batches:
+    """Model inputs of the table, `BATCH_ROWS` rows a batch, read `CHUNK_ROWS` at a time.
+
+    ``items`` keep the table's id columns and time column (``row``, the file's row, when it
+    has neither; always with ``--skip-bad``, where a skipped row is named by it); with
+    ``labelled`` also ``target``. A row that cannot be encoded is a `Skipped` under
+    ``--skip-bad`` (else the chunk's `DataError`). Each batch's ``extra`` holds the
+    unseen-category counts not yet reported by an earlier batch (the first one's: also the
+    rows without a label, which are not scored)."""
+    schema = schema_of(model)
+    path = Path(path)
+    unlabelled = 0
+    if labelled:
+        frame, labels = _labelled_table(model, path, options)
+        known = labels >= 0
+        unlabelled = int((~known).sum())
+        frame, labels = frame[known], labels[known]
+        chunks = (
+            (frame.iloc[i : i + CHUNK_ROWS], labels[i : i + CHUNK_ROWS])
+            for i in range(0, len(frame), CHUNK_ROWS)
+        )
+        total = len(frame)
+    else:
+        chunks = ((chunk, None) for chunk in iter_table(path, CHUNK_ROWS))
+        total = _row_count(path)
+    skip_bad = bool(options.get("skip_bad"))
+    return Batches(_batches(model, schema, path, chunks, skip_bad, unlabelled), total)
 
 
-def iter_predictions(
-    model: OnnxModel, path: Path, chunk_rows: int = CHUNK_ROWS, progress: Any = None
-) -> Iterator[pd.DataFrame]:
-    """Predictions chunk by chunk: memory is bounded by ``chunk_rows``, not by the file."""
+def _batches(
+    model: OnnxModel,
+    schema: TableSchema,
+    path: Path,
+    chunks: Iterator[tuple[pd.DataFrame, np.ndarray | None]],
+    skip_bad: bool,
+    unlabelled: int,
+) -> Iterator[InputBatch | Skipped]:
     meta = model.meta
-    schema_of(model)
-    threshold = float(meta.get("threshold", 0.5))
+    wanted = [c for c in (*meta["schema"].get("id_columns", []), meta.get("time_column")) if c]
     unseen_total: dict[str, int] = {}
-    done, started = 0, time.time()
-    for frame in iter_table(Path(path), chunk_rows):
-        scores, unseen = score_frame(model, frame, str(path))
+    extra: dict[str, Any] = {"unseen": {}, "unlabelled": unlabelled}
+    for frame, labels in chunks:
+        if skip_bad:
+            problems = schema.row_problems(frame)
+            for index, reason in problems.items():
+                yield Skipped(str(index), reason)
+            if len(problems):
+                keep = ~frame.index.isin(problems.index)
+                frame = frame[keep]
+                labels = None if labels is None else labels[keep]
+        if not len(frame):
+            continue
+        numeric, categorical, unseen = schema.encode(frame, str(path))
         for column, count in unseen.items():
             unseen_total[column] = unseen_total.get(column, 0) + count
-        keep = [
-            c
-            for c in (*meta["schema"].get("id_columns", []), meta.get("time_column"))
-            if c and c in frame.columns
-        ]
-        out = frame[keep].copy() if keep else pd.DataFrame({"row": frame.index.to_numpy()})
-        out["fraud_probability"] = scores
-        out["alert"] = scores >= threshold
-        done += len(frame)
-        if progress is not None:
-            rate = done / max(time.time() - started, 1e-9)
-            progress.log(f"scored {done:,} rows ({rate:,.0f} rows/s)")
-        yield out.reset_index(drop=True)
+            extra["unseen"][column] = extra["unseen"].get(column, 0) + count
+        items = _items(frame, wanted, skip_bad)
+        if labels is not None:
+            items["target"] = labels
+        for start in range(0, len(frame), BATCH_ROWS):
+            end = start + BATCH_ROWS
+            inputs = {"numeric": numeric[start:end], "categorical": categorical[start:end]}
+            yield InputBatch(inputs, items.iloc[start:end].reset_index(drop=True), extra)
+            extra = {"unseen": {}, "unlabelled": 0}
     warn_unseen(unseen_total)
 
 
-def stream_predictions(model: OnnxModel, path: Path, out: Path | None) -> int:
-    """`tl predict` for fraud: chunked read → score → append to ``out`` (.csv, .parquet,
-    .json; stdout when None), written to a temp name and renamed. Returns the row count."""
-    from tl.core.fileio import atomic_path
-    from tl.core.progress import ProgressReporter
-
-    chunks = iter_predictions(model, Path(path), progress=ProgressReporter())
-    rows = 0
-    if out is None:
-        for i, chunk in enumerate(chunks):
-            sys.stdout.write(chunk.to_csv(index=False, header=i == 0))
-            rows += len(chunk)
-        sys.stdout.flush()
-        return rows
-    out = Path(out)
-    with atomic_path(out) as tmp:
-        if out.suffix == ".parquet":
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-
-            writer = None
-            try:
-                for chunk in chunks:
-                    table = pa.Table.from_pandas(chunk, preserve_index=False)
-                    writer = writer or pq.ParquetWriter(tmp, table.schema)
-                    writer.write_table(table.cast(writer.schema))
-                    rows += len(chunk)
-            finally:
-                if writer is not None:
-                    writer.close()
-        else:
-            with open(tmp, "w", encoding="utf-8", newline="") as fh:
-                json_out = out.suffix == ".json"
-                fh.write("[" if json_out else "")
-                for i, chunk in enumerate(chunks):
-                    if json_out:
-                        body = chunk.to_json(orient="records", lines=True).strip()
-                        fh.write(("," if i and body else "") + body.replace("\n", ",\n"))
-                    else:
-                        fh.write(chunk.to_csv(index=False, header=i == 0))
-                    rows += len(chunk)
-                fh.write("]\n" if json_out else "")
-    return rows
+def _items(frame: pd.DataFrame, wanted: list[str], with_row: bool) -> pd.DataFrame:
+    keep = [c for c in wanted if c in frame.columns]
+    items = frame[keep].copy() if keep else pd.DataFrame(index=frame.index)
+    if with_row or not keep:
+        items.insert(0, ROW, frame.index.to_numpy())
+    return items
 
 
-def evaluate_table(model: OnnxModel, path: Path, options: dict[str, Any]) -> dict[str, Any]:
-    frame = read_table(Path(path))
+def _labelled_table(
+    model: OnnxModel, path: Path, options: Mapping[str, Any]
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """`tl evaluate`'s table and its 0/1 labels (-1: no label), parsed over the whole file
+    so that the classes are known before any chunk is scored."""
+    frame = read_table(path)
     meta = model.meta
     target = options.get("target") or meta.get("target")
     require_column(frame, target, "--target")
     labels, _ = parse_target(frame[target], options.get("positive") or meta.get("positive_label"))
-    known = labels >= 0
-    scores, unseen = score_frame(model, frame.loc[known], str(path))
-    warn_unseen(unseen)
-    metrics = fraud_metrics(scores, labels[known], float(meta.get("threshold", 0.5)))
-    metrics["rows_without_label"] = int((~known).sum())
+    return frame, labels
+
+
+def _row_count(path: Path) -> int | None:
+    """Rows of a Parquet file from its footer (progress shows done/total); None for CSV."""
+    if path.suffix.lower() not in PARQUET_SUFFIXES or not path.is_file():
+        return None
+    try:
+        import pyarrow.parquet as pq
+
+        return int(pq.ParquetFile(path).metadata.num_rows)
+    except Exception:  # a damaged file: reading it raises the right DataError
+        return None
+
+
+def decode(model: OnnxModel, batch: InputBatch, outputs: dict[str, Any]) -> pd.DataFrame:
+    """The batch's rows with ``fraud_probability`` and ``alert`` (probability ≥ the model's
+    threshold, the one chosen on validation at training time)."""
+    probability = np.asarray(outputs["probability"]).reshape(-1)
+    rows = batch.items.copy()
+    rows["fraud_probability"] = probability
+    rows["alert"] = probability >= float(model.meta.get("threshold", 0.5))
+    return rows
+
+
+def score(model: OnnxModel, rows: pd.DataFrame, extras: list[Any]) -> dict[str, Any]:
+    """`tl evaluate`: the training metrics at the model's threshold, plus the rows without a
+    label and the unseen category values per column."""
+    unseen: dict[str, int] = {}
+    unlabelled = 0
+    for extra in extras:
+        for column, count in (extra or {}).get("unseen", {}).items():
+            unseen[column] = unseen.get(column, 0) + count
+        unlabelled += int((extra or {}).get("unlabelled", 0))
+    metrics = fraud_metrics(
+        rows["fraud_probability"].to_numpy(dtype=np.float64),
+        rows["target"].to_numpy(dtype=np.int64),
+        float(model.meta.get("threshold", 0.5)),
+    )
+    metrics["rows_without_label"] = unlabelled
     metrics["unseen_categories"] = unseen
     return metrics

@@ -124,38 +124,71 @@ class TableSchema:
             categorical[:, j] = codes.fillna(0).to_numpy(dtype=np.int64)
         return numeric, categorical, unseen
 
+    def row_problems(self, frame: pd.DataFrame) -> pd.Series:
+        """Why each row of ``frame`` cannot be encoded (text in a numeric column, a word that
+        is no boolean), indexed like ``frame``; rows without a problem are left out. What
+        `encode` raises for, row by row, so ``--skip-bad`` can skip and count such rows."""
+        problems = pd.Series(pd.NA, index=frame.index, dtype=object)
+        checked: set[str] = set()
+        for feature in self.numeric:
+            if feature.kind == DATETIME or feature.source in checked:
+                continue
+            checked.add(feature.source)
+            if feature.source not in frame.columns:
+                continue
+            column = frame[feature.source]
+            boolean = feature.kind == BOOLEAN
+            _, bad = _boolean_values(column) if boolean else _numeric_values(column)
+            if bad is None or not bad.any():
+                continue
+            what = f"column '{feature.source}' is {'boolean' if boolean else 'numeric'} but holds"
+            reasons = column[bad].map(lambda value: f"{what} '{value}'")  # noqa: B023
+            problems = problems.where(problems.notna() | ~bad, reasons)
+        return problems.dropna()
+
 
 # ------------------------------------------------------------------ conversions
 def to_numeric(column: pd.Series, name: str, where: str) -> np.ndarray:
-    if pd.api.types.is_bool_dtype(column):
-        return column.astype("float64").to_numpy(dtype=np.float32)
-    if pd.api.types.is_numeric_dtype(column):
-        return column.to_numpy(dtype=np.float64, na_value=np.nan).astype(np.float32)
-    converted = pd.to_numeric(column, errors="coerce")
-    bad = converted.isna() & column.notna() & (column.astype("string").str.strip() != "")
-    if bad.any():
+    values, bad = _numeric_values(column)
+    if bad is not None and bad.any():
         example = column[bad].iloc[0]
         raise DataError(
             f"column '{name}' is numeric but holds text ({int(bad.sum())} values, e.g. '{example}')",
             where,
             "fix or blank those values (empty cells are treated as missing)",
         )
-    return converted.to_numpy(dtype=np.float64, na_value=np.nan).astype(np.float32)
+    return values
 
 
 def to_boolean(column: pd.Series, name: str, where: str) -> np.ndarray:
-    if pd.api.types.is_bool_dtype(column) or pd.api.types.is_numeric_dtype(column):
-        return to_numeric(column, name, where)
-    text = column.astype("string").str.strip().str.lower()
-    mapped = text.map(BOOL_WORDS)
-    bad = mapped.isna() & text.notna() & (text != "")
-    if bad.any():
+    values, bad = _boolean_values(column)
+    if bad is not None and bad.any():
         raise DataError(
             f"column '{name}' is boolean but holds '{column[bad].iloc[0]}'",
             where,
             "use true/false, yes/no or 1/0",
         )
-    return mapped.to_numpy(dtype=np.float64, na_value=np.nan).astype(np.float32)
+    return values
+
+
+def _numeric_values(column: pd.Series) -> tuple[np.ndarray, pd.Series | None]:
+    """float32 values (NaN where missing or not a number) and the mask of text values."""
+    if pd.api.types.is_bool_dtype(column):
+        return column.astype("float64").to_numpy(dtype=np.float32), None
+    if pd.api.types.is_numeric_dtype(column):
+        return column.to_numpy(dtype=np.float64, na_value=np.nan).astype(np.float32), None
+    converted = pd.to_numeric(column, errors="coerce")
+    bad = converted.isna() & column.notna() & (column.astype("string").str.strip() != "")
+    return converted.to_numpy(dtype=np.float64, na_value=np.nan).astype(np.float32), bad
+
+
+def _boolean_values(column: pd.Series) -> tuple[np.ndarray, pd.Series | None]:
+    if pd.api.types.is_bool_dtype(column) or pd.api.types.is_numeric_dtype(column):
+        return _numeric_values(column)
+    text = column.astype("string").str.strip().str.lower()
+    mapped = text.map(BOOL_WORDS)
+    bad = mapped.isna() & text.notna() & (text != "")
+    return mapped.to_numpy(dtype=np.float64, na_value=np.nan).astype(np.float32), bad.fillna(False)
 
 
 def datetime_part(parsed: pd.Series, part: str | None) -> np.ndarray:

@@ -12,9 +12,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 from tl.core import DataError
-from tl_medical.dataset_index import assign_splits, scan, verify
+from tl_medical.dataset_index import scan, verify
 from tl_medical.demo import write_dicom
 from tl_medical.readers import hash_patient_id
+from tl_medical.splits import assign_splits
 
 
 def _png(path: Path, value: int = 100) -> Path:

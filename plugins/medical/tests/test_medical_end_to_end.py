@@ -212,6 +212,25 @@ def test_several_processes_predict_with_one_model_at_once(run_dir, scans, tmp_pa
         pd.testing.assert_frame_equal(pd.read_csv(out), first)
 
 
+def test_predict_skip_bad_counts_and_lists_the_unreadable_image(run_dir, scans, tmp_path):
+    import shutil
+
+    data = tmp_path / "scans"
+    shutil.copytree(scans, data)
+    _corrupt_image(data)
+    out = tmp_path / "preds.csv"
+    failed = tl("predict", str(run_dir), "--data", str(data), "--out", str(out), check=False)
+    assert failed.returncode == 2 and "broken.png" in failed.stderr and not out.exists()
+    proc = tl("predict", str(run_dir), "--data", str(data), "--out", str(out), "--skip-bad")
+    assert "skipped 1 unreadable image (first: normal/broken.png" in proc.stderr
+    preds = pd.read_csv(out)
+    bad = preds[preds["error"].notna()]
+    assert bad["item"].tolist() == ["normal/broken.png"]
+    assert preds["predicted"].notna().sum() == len(preds) - 1
+    metrics = json.loads(tl("evaluate", str(run_dir), "--data", str(data), "--skip-bad").stdout)
+    assert metrics["skipped"] == 1 and metrics["n"] == len(preds) - 1
+
+
 def _corrupt_image(root: Path) -> None:
     (root / "normal" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
 

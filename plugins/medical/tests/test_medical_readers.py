@@ -256,11 +256,11 @@ import sys
 sys.modules["torch"] = None  # any `import torch` now raises ImportError
 from pathlib import Path
 import numpy as np
-from tl_medical import readers, dataset_index, demo
+from tl_medical import readers, dataset_index, demo, splits, runtime, plugin
 root = demo.write_dataset(Path(sys.argv[1]) / "data", {"normal": 6, "nodule": 6}, seed=1,
                           dicom_fraction=0.5, image_size=64)
 index = dataset_index.scan(root)
-frame = dataset_index.assign_splits(index.frame, seed=0)
+frame = splits.assign_splits(index.frame, seed=0)
 pixels, info = readers.read_image(frame["path"].iloc[0])
 assert pixels.dtype == np.uint8
 assert not any(name == "torch" or name.startswith("torch.") for name in sys.modules

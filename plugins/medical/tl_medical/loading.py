@@ -9,31 +9,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from tl.core import ConfigError, DataError, TLData
+from tl.core import DataError, TLData
 from torch.utils.data import Dataset
 
-from .dataset_index import assign_splits, scan
-from .preprocess import to_model_input
+from .dataset_index import scan
+from .preprocess import parse_window, to_model_input
 from .readers import read_image
+from .splits import assign_splits
 
-DEFAULT_IMAGE_SIZE = 224
 SPLITS = ("train", "val", "test")
-
-
-def parse_window(text: str | None) -> tuple[float, float] | None:
-    if not text:
-        return None
-    try:
-        center, width = (float(v) for v in str(text).split(","))
-    except ValueError as exc:
-        raise ConfigError(
-            f"bad window '{text}'", "--window", "use CENTER,WIDTH, e.g. --window 40,400"
-        ) from exc
-    if width <= 0:
-        raise ConfigError(
-            "window width must be positive", "--window", "use CENTER,WIDTH with WIDTH > 0"
-        )
-    return center, width
 
 
 class ImageDataset(Dataset):
@@ -68,30 +52,40 @@ def _augmentation():
 @dataclass
 class MedicalData(TLData):
     in_chans: int = 1
-    image_size: int = DEFAULT_IMAGE_SIZE
+    image_size: int = 0
     multilabel: bool = False
     window: tuple[float, float] | None = None
     items: dict[str, list[str]] = field(default_factory=dict)
     class_weights: list[float] | None = None
 
 
-def load_dataset(path: Path, options: dict[str, Any]) -> MedicalData:
-    skip_bad = bool(options.get("skip_bad"))
-    window = parse_window(options.get("window"))
-    size = int(options.get("image_size") or DEFAULT_IMAGE_SIZE)
+def load_dataset(
+    path: Path,
+    *,
+    image_size: int,
+    window: str | None,
+    channels: str | None,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    skip_bad: bool,
+    augment: bool,
+) -> MedicalData:
+    """Every image decoded once and resized to ``image_size``; splits by patient and class
+    where the data gives none. ``channels`` None: 3 when any image is in colour, else 1."""
+    size = int(image_size)
+    levels = parse_window(window)
     index = scan(Path(path), skip_bad=skip_bad)
     frame = assign_splits(
-        index.frame,
-        val_fraction=float(options.get("val_fraction") or 0.15),
-        test_fraction=float(options.get("test_fraction") or 0.2),
-        seed=int(options.get("seed") or 0),
-    )
+        index.frame, val_fraction=float(val_fraction), test_fraction=float(test_fraction),
+        seed=int(seed),
+    )  # fmt: skip
     skipped = list(index.skipped)
     decoded: list[np.ndarray | None] = []
     formats: Counter[str] = Counter()
     for row in frame.itertuples():
         try:
-            pixels, info = read_image(Path(row.path), window=window)
+            pixels, info = read_image(Path(row.path), window=levels)
         except DataError as exc:
             if not skip_bad:
                 raise
@@ -110,8 +104,7 @@ def load_dataset(path: Path, options: dict[str, Any]) -> MedicalData:
             "no readable image", path, "check the files, or drop --skip-bad to see the first error"
         )
 
-    channels = options.get("channels") or ("3" if any(p.ndim == 3 for p in decoded) else "1")
-    in_chans = int(channels)
+    in_chans = int(channels or ("3" if any(p.ndim == 3 for p in decoded) else "1"))
     images = np.stack([to_model_input(p, size, in_chans) for p in decoded])
     labels = list(index.labels)
     multilabel = bool(index.multilabel)
@@ -128,7 +121,7 @@ def load_dataset(path: Path, options: dict[str, Any]) -> MedicalData:
         splits[split] = ImageDataset(
             torch.from_numpy(images[mask]),
             targets[mask],
-            augment=split == "train" and options.get("augment", True) is not False,
+            augment=split == "train" and augment,
         )
         items[split] = frame.loc[mask, "item"].tolist()
     train_counts = _class_counts(
@@ -164,7 +157,7 @@ def load_dataset(path: Path, options: dict[str, Any]) -> MedicalData:
         },
         "skipped": len(skipped),
         "skipped_items": [f"{item}: {reason}" for item, reason in skipped[:50]],
-        "window": list(window) if window else "from the DICOM header",
+        "window": list(levels) if levels else "from the DICOM header",
     }
     return MedicalData(
         train=splits["train"],
@@ -177,7 +170,7 @@ def load_dataset(path: Path, options: dict[str, Any]) -> MedicalData:
         in_chans=in_chans,
         image_size=size,
         multilabel=multilabel,
-        window=window,
+        window=levels,
         items=items,
         class_weights=_class_weights(train_counts, multilabel),
     )

@@ -3,6 +3,7 @@ on a labelled source folder/manifest; both through `tl.core.image_pretrain`."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +12,9 @@ import torch
 from tl.core import ConfigError, DataError, image_pretrain_task
 
 from .dataset_index import scan
-from .loading import DEFAULT_IMAGE_SIZE, load_dataset, parse_window
-from .preprocess import to_model_input
+from .loading import load_dataset
+from .options import MedicalOptions
+from .preprocess import parse_window, to_model_input
 from .readers import is_image_path, read_image
 
 
@@ -41,21 +43,21 @@ def unlabelled_files(path: Path) -> list[Path]:
     return files
 
 
-def read_unlabelled(path: Path, options: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
-    window = parse_window(options.get("window"))
-    size = int(options.get("image_size") or DEFAULT_IMAGE_SIZE)
+def read_unlabelled(path: Path, options: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
+    window = parse_window(options["window"])
+    size = int(options["image_size"])
     skipped: list[str] = []
     decoded = []
     for file in unlabelled_files(path):
         try:
             decoded.append(read_image(file, window=window)[0])
         except DataError as exc:
-            if not options.get("skip_bad"):
+            if not options["skip_bad"]:
                 raise
             skipped.append(f"{file.name}: {exc.what}")
     if not decoded:
         raise DataError("no readable image", path, "check the files")
-    channels = options.get("channels") or ("3" if any(p.ndim == 3 for p in decoded) else "1")
+    channels = options["channels"] or ("3" if any(p.ndim == 3 for p in decoded) else "1")
     images = np.stack([to_model_input(p, size, int(channels)) for p in decoded])
     info = {
         "images": len(decoded),
@@ -67,25 +69,36 @@ def read_unlabelled(path: Path, options: dict[str, Any]) -> tuple[torch.Tensor, 
     return torch.from_numpy(images), info
 
 
-def pretrain_task(spec: Any, path: Path, options: dict[str, Any]) -> Any:
-    method = options.get("method") or "simclr"
-    if method not in ("simclr", "supervised"):
+def pretrain_task(spec: Any, path: Path, options: Mapping[str, Any]) -> Any:
+    """``options``: the resolved `tl pretrain medical` config (`MedicalPretrainOptions`)."""
+    method = options["method"]
+    if method not in ("simclr", "supervised"):  # a caller's dict, not the checked CLI choice
         raise ConfigError(f"unknown --method '{method}'", "--method", "use simclr or supervised")
-    metadata = {"plugin": "medical", "window": options.get("window")}
-    seed = int(options.get("seed") or 0)
+    metadata = {"plugin": "medical", "window": options["window"]}
+    seed = int(options["seed"])
     if method == "simclr":
         images, info = read_unlabelled(Path(path), options)
         return image_pretrain_task(
             spec,
             images,
             method="simclr",
-            val_fraction=float(options.get("val_fraction") or 0.1),
+            val_fraction=float(options["val_fraction"]),
             seed=seed,
-            temperature=float(options.get("ssl_temperature") or 0.2),
+            temperature=float(options["ssl_temperature"]),
             metadata=metadata,
             info=info,
         )
-    data = load_dataset(Path(path), {**options, "augment": False})
+    data = load_dataset(
+        Path(path),
+        image_size=options["image_size"],
+        window=options["window"],
+        channels=options["channels"],
+        val_fraction=options["val_fraction"],
+        test_fraction=MedicalOptions().test_fraction,  # merged into training below
+        seed=seed,
+        skip_bad=options["skip_bad"],
+        augment=False,
+    )
     train_images = torch.cat([data.train.images, data.test.images])
     train_targets = torch.cat([data.train.targets, data.test.targets])
     return image_pretrain_task(

@@ -6,17 +6,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
-from tl.core import ReportSection
+from tl.core import Fitted, ReportSection
 
 GRADCAM_IMAGES = 8
 
 
 def report_sections(
-    run_dir: Path, metrics: dict[str, Any], data: Any, model: Any
+    run_dir: Path, metrics: dict[str, Any], data: Any, model: Any, fitted: Fitted
 ) -> list[ReportSection]:
-    from tl.core.metrics import classification_report_markdown
-    from tl.core.plots import plot_confusion_matrix, plot_roc_curves
+    """``metrics``: the run's metrics.json; ``fitted``: what `fit_calibration` returned."""
+    from tl.core import classification_report_markdown, plot_confusion_matrix, plot_roc_curves
 
     sections = []
     table = classification_report_markdown(metrics["per_class"])
@@ -29,8 +28,7 @@ def report_sections(
     sections.append(ReportSection("Classification report (test)", "\n".join(lines)))
 
     images = []
-    predictions = pd.read_csv(run_dir / "test_predictions.csv")
-    probs = predictions[[f"p_{name}" for name in data.labels]].to_numpy()
+    probs = np.asarray(fitted.artifacts["test_probs"])
     targets = data.test.targets.numpy()
     if "confusion_matrix" in metrics:
         images.append(
@@ -56,8 +54,7 @@ def report_sections(
 
 
 def _gradcam_section(run_dir: Path, data: Any, model: Any) -> ReportSection | None:
-    from tl.core import grad_cam
-    from tl.core.plots import plot_image_grid
+    from tl.core import grad_cam, plot_image_grid
 
     count = min(GRADCAM_IMAGES, len(data.test))
     images = data.test.images[:count]

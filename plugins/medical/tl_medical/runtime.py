@@ -1,17 +1,25 @@
-"""Inference with onnxruntime on folders of images — no torch on this path."""
+"""`tl predict` / `tl evaluate` on medical models: images in, rows out — no torch here.
+
+The core (`tl.core.inference`) runs the model, shows progress, counts skipped items and
+writes the output; this module reads images a batch at a time (`read_batches`), turns
+probabilities into rows (`decode`) and labelled rows into metrics (`score`).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from tl.core import DataError, OnnxModel, Throughput
+from tl.core import Batches, DataError, InputBatch, OnnxModel, Skipped
 
-from .preprocess import to_model_input
+from .preprocess import parse_window, to_model_input
 from .readers import has_dicom_preamble, is_image_path, read_image
+
+#: rows of decoded output keep probabilities to this many decimals (evaluate: all of them)
+DECIMALS = 6
 
 
 def list_inputs(path: Path) -> list[tuple[str, Path]]:
@@ -39,45 +47,85 @@ def list_inputs(path: Path) -> list[tuple[str, Path]]:
     return [(str(p.relative_to(path)), p) for p in files]
 
 
-def _window(model: OnnxModel, options: dict[str, Any]) -> tuple[float, float] | None:
-    text = options.get("window")
-    if text:
-        center, width = (float(v) for v in str(text).split(","))
-        return center, width
+def read_batches(
+    model: OnnxModel, path: Path, options: Mapping[str, Any], batch_size: int, labelled: bool
+) -> Batches:
+    """Batches of ``{"image": uint8 NCHW}`` with an ``item`` column (and, labelled, the
+    item's ``labels``); an unreadable image is a `Skipped` under ``skip_bad``, else its
+    DataError. Labelled data is indexed first (its layout checked, its labels known to the
+    model); items the index already had to leave out come first as `Skipped`."""
+    skip_bad = bool(options.get("skip_bad"))
+    window = _window(model, options)
+    if not labelled:
+        inputs = [(name, file, None) for name, file in list_inputs(path)]
+        return Batches(_batches(model, inputs, window, skip_bad, batch_size), total=len(inputs))
+    skipped, inputs = _labelled_inputs(model, path, skip_bad)
+    entries = _chain(skipped, _batches(model, inputs, window, skip_bad, batch_size))
+    return Batches(entries, total=len(skipped) + len(inputs))
+
+
+def _window(model: OnnxModel, options: Mapping[str, Any]) -> tuple[float, float] | None:
+    given = parse_window(options.get("window"))
+    if given is not None:
+        return given
     saved = model.meta.get("preprocessing", {}).get("window")
-    return tuple(saved) if saved else None
+    return (float(saved[0]), float(saved[1])) if saved else None
+
+
+def _labelled_inputs(
+    model: OnnxModel, path: Path, skip_bad: bool
+) -> tuple[list[Skipped], list[tuple[str, Path, tuple[str, ...]]]]:
+    from .dataset_index import scan
+
+    labels: list[str] = list(model.meta["labels"])
+    index = scan(path, skip_bad=skip_bad)
+    unknown = sorted(set(index.labels) - set(labels))
+    if unknown:
+        raise DataError(
+            f"label '{unknown[0]}' is not one the model knows",
+            path,
+            f"use labels among {', '.join(labels)}",
+        )
+    skipped = [Skipped(item, reason) for item, reason in index.skipped]
+    frame = index.frame
+    inputs = [
+        (item, Path(file), tuple(names))
+        for item, file, names in zip(frame["item"], frame["path"], frame["labels"], strict=True)
+    ]
+    return skipped, inputs
+
+
+def _chain(first: Sequence[Skipped], rest: Iterator[InputBatch | Skipped]) -> Iterator[Any]:
+    yield from first
+    yield from rest
 
 
 def _batches(
     model: OnnxModel,
-    inputs: list[tuple[str, Path]],
-    options: dict[str, Any],
-    skipped: list[tuple[str, str]],
-) -> Iterator[tuple[list[str], np.ndarray]]:
+    inputs: list[tuple[str, Path, tuple[str, ...] | None]],
+    window: tuple[float, float] | None,
+    skip_bad: bool,
+    batch_size: int,
+) -> Iterator[InputBatch | Skipped]:
     spec = model.meta["input"]
-    window = _window(model, options)
     size, channels = int(spec["height"]), int(spec["channels"])
-    batch_size = int(options.get("batch_size") or 64)
-    names: list[str] = []
+    rows: list[dict[str, Any]] = []
     arrays: list[np.ndarray] = []
-    with Throughput(len(inputs), "images") as progress:
-        for name, file in inputs:
-            try:
-                pixels, _ = read_image(file, window=window)
-            except DataError as exc:
-                if not options.get("skip_bad"):
-                    raise
-                skipped.append((name, exc.what))
-                continue
-            names.append(name)
-            arrays.append(to_model_input(pixels, size, channels))
-            if len(arrays) == batch_size:
-                yield names, np.stack(arrays)
-                progress.add(len(names))
-                names, arrays = [], []
-        if arrays:
-            yield names, np.stack(arrays)
-            progress.add(len(names))
+    for name, file, labels in inputs:
+        try:
+            pixels, _ = read_image(file, window=window)
+        except DataError as exc:
+            if not skip_bad:
+                raise
+            yield Skipped(name, exc.what)
+            continue
+        rows.append({"item": name} if labels is None else {"item": name, "labels": labels})
+        arrays.append(to_model_input(pixels, size, channels))
+        if len(arrays) == batch_size:
+            yield InputBatch({"image": np.stack(arrays)}, pd.DataFrame(rows))
+            rows, arrays = [], []
+    if arrays:
+        yield InputBatch({"image": np.stack(arrays)}, pd.DataFrame(rows))
 
 
 def prediction_frame(
@@ -86,7 +134,10 @@ def prediction_frame(
     labels: list[str],
     multilabel: bool,
     threshold: float | None,
+    decimals: int | None = DECIMALS,
 ) -> pd.DataFrame:
+    """``item``, ``predicted`` (multi-label: names joined by ``|``; binary: at the fitted
+    threshold; else the argmax) and ``p_<label>`` per label."""
     probs = np.asarray(probs, dtype=np.float64)
     if multilabel:
         predicted = [
@@ -98,86 +149,45 @@ def prediction_frame(
         predicted = [labels[i] for i in probs.argmax(axis=1)]
     frame = pd.DataFrame({"item": items, "predicted": predicted})
     for i, name in enumerate(labels):
-        frame[f"p_{name}"] = probs[:, i].round(6)
+        frame[f"p_{name}"] = probs[:, i] if decimals is None else probs[:, i].round(decimals)
     return frame
 
 
-def _run(
-    model: OnnxModel, path: Path, options: dict[str, Any]
-) -> tuple[list[str], np.ndarray, list[tuple[str, str]]]:
-    skipped: list[tuple[str, str]] = []
-    items: list[str] = []
-    chunks: list[np.ndarray] = []
-    for names, batch in _batches(model, list_inputs(path), options, skipped):
-        chunks.append(model.run({"image": batch})["probabilities"])
-        items += names
-    if not chunks:
-        raise DataError("no readable image", path, "check the files")
-    return items, np.concatenate(chunks), skipped
-
-
-def predict_folder(model: OnnxModel, path: Path, options: dict[str, Any]) -> pd.DataFrame:
-    items, probs, skipped = _run(model, path, options)
+def decode(model: OnnxModel, batch: InputBatch, outputs: dict[str, Any]) -> pd.DataFrame:
+    """Rows of one batch; labelled batches keep their ``labels`` and full precision."""
     meta = model.meta
+    labelled = "labels" in batch.items.columns
     frame = prediction_frame(
-        items, probs, meta["labels"], bool(meta.get("multilabel")), meta.get("threshold")
+        batch.items["item"].tolist(),
+        outputs["probabilities"],
+        list(meta["labels"]),
+        bool(meta.get("multilabel")),
+        meta.get("threshold"),
+        decimals=None if labelled else DECIMALS,
     )
-    if skipped:
-        import sys
-
-        print(
-            f"skipped {len(skipped)} unreadable item(s): "
-            + "; ".join(f"{n} ({r})" for n, r in skipped[:5]),
-            file=sys.stderr,
-        )
+    if labelled:
+        frame["labels"] = batch.items["labels"].to_numpy()
     return frame
 
 
-def evaluate_folder(model: OnnxModel, path: Path, options: dict[str, Any]) -> dict[str, Any]:
-    """Labelled data in the training layouts (class folders or manifest) → metrics."""
-    from tl.core.metrics import classification_metrics
-
-    from .dataset_index import scan
+def score(model: OnnxModel, rows: pd.DataFrame) -> dict[str, Any]:
+    """Classification metrics of every readable labelled image (the core adds ``skipped``)."""
+    from tl.core import classification_metrics
 
     meta = model.meta
     labels: list[str] = list(meta["labels"])
     multilabel = bool(meta.get("multilabel"))
-    index = scan(path, skip_bad=bool(options.get("skip_bad")))
-    unknown = sorted(set(index.labels) - set(labels))
-    if unknown:
-        raise DataError(
-            f"label '{unknown[0]}' is not one the model knows",
-            path,
-            f"use labels among {', '.join(labels)}",
-        )
-    frame = index.frame
-    paths = {str(Path(p)): row for row, p in enumerate(frame["path"])}
-    inputs = [(str(Path(p)), Path(p)) for p in frame["path"]]
-    skipped: list[tuple[str, str]] = []
-    items: list[str] = []
-    chunks = []
-    for names, batch in _batches(model, inputs, options, skipped):
-        chunks.append(model.run({"image": batch})["probabilities"])
-        items += names
-    probs = np.concatenate(chunks)
-    rows = [paths[i] for i in items]
-    position = {n: i for i, n in enumerate(labels)}
+    probs = rows[[f"p_{name}" for name in labels]].to_numpy(dtype=np.float64)
+    position = {name: i for i, name in enumerate(labels)}
     if multilabel:
         targets = np.zeros((len(rows), len(labels)), dtype=int)
-        for k, r in enumerate(rows):
-            for name in frame["labels"].iloc[r]:
+        for k, names in enumerate(rows["labels"]):
+            for name in names:
                 targets[k, position[name]] = 1
     else:
-        targets = np.array([position[frame["labels"].iloc[r][0]] for r in rows])
+        targets = np.array([position[names[0]] for names in rows["labels"]])
     metrics = classification_metrics(
         probs, targets, labels, multilabel=multilabel, threshold=meta.get("threshold")
     )
-    metrics.update(
-        {
-            "plugin": "medical",
-            "n": len(rows),
-            "skipped": len(skipped) + len(index.skipped),
-            "model": str(model.path),
-        }
-    )
+    metrics.update({"plugin": "medical", "n": len(rows), "model": str(model.path)})
     return metrics

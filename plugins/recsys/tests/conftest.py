@@ -27,6 +27,18 @@ def plugin() -> RecsysPlugin:
     return RecsysPlugin()
 
 
+def recsys_config(data: str | Path = "log.csv", **values):
+    """Resolved `tl run recsys` options (``tl.core.Config``) as the core makes them."""
+    from tl.core.config import resolve_config
+
+    return resolve_config(RecsysPlugin(), {"data": str(data), **values})
+
+
+@pytest.fixture(scope="session")
+def config():
+    return recsys_config
+
+
 @pytest.fixture(scope="session")
 def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return RecsysPlugin().demo(tmp_path_factory.mktemp("recsys_demo"), "small", seed=0)

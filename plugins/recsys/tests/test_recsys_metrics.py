@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from sklearn.metrics import ndcg_score
+from tl_recsys.dataset import popularity_baseline
 from tl_recsys.ranking import item_counts, popularity_ranks, rank_metrics, ranks_from_topk
 from tl_recsys.sequences import LeaveLastOut, Sequences
 from tl_recsys.training import collate, rank_step
@@ -78,8 +79,8 @@ def test_rank_step_excludes_seen_items_and_ranks_over_all_items() -> None:
     assert out["top"][0, :3].tolist() == [3, 4, 5]
 
 
-def test_demo_popularity_baseline_is_weak_but_nonzero(plugin, demo_dir: Path) -> None:
-    data = plugin.load(demo_dir / "market_b.csv", {})
-    base = data.baseline["test"]
+def test_demo_popularity_baseline_is_weak_but_nonzero(plugin, demo_dir: Path, config) -> None:
+    data = plugin.load(demo_dir / "market_b.csv", config())
+    base = popularity_baseline(data, "test")
     assert 0.01 < base["ndcg@10"] < 0.2
     assert base["hit@10"] >= base["ndcg@10"] >= base["mrr@10"]

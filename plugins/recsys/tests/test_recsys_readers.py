@@ -30,8 +30,8 @@ u3,b,2,5
 """
 
 
-def test_csv_sorted_by_time_and_short_users_counted(tmp_path: Path) -> None:
-    data = load_data(write(tmp_path / "log.csv", LOG), {})
+def test_csv_sorted_by_time_and_short_users_counted(tmp_path: Path, config) -> None:
+    data = load_data(write(tmp_path / "log.csv", LOG), config())
     assert data.vocab == ["a", "b", "c", "d"]
     assert data.info["users"] == 2
     assert data.info["dropped"]["users_with_fewer_than_3_interactions"] == 1
@@ -45,16 +45,16 @@ def test_csv_sorted_by_time_and_short_users_counted(tmp_path: Path) -> None:
     assert len(data.splits) == data.info["interactions"] == 7
 
 
-def test_min_rating_first_k_and_duplicates(tmp_path: Path) -> None:
+def test_min_rating_first_k_and_duplicates(tmp_path: Path, config) -> None:
     path = write(tmp_path / "log.csv", LOG + "u2,c,12,5\n")
-    data = load_data(path, {"min_rating": 4})
+    data = load_data(path, config(min_rating=4))
     assert data.info["dropped"]["rows_below_min_rating"] == 1
     assert data.info["dropped"]["duplicate_rows"] == 1
-    data = load_data(path, {"first_k": 3})
+    data = load_data(path, config(first_k=3))
     assert data.info["dropped"]["interactions_after_first_k_dropped"] == 1
     assert data.seqs.lengths.max() == 3
     with pytest.raises(ConfigError, match="first-k"):
-        load_data(path, {"first_k": 2})
+        load_data(path, config(first_k=2))
 
 
 def test_recbole_inter_and_parquet_with_integer_ids(tmp_path: Path) -> None:
@@ -84,8 +84,8 @@ def test_date_strings_and_partly_unparsable_timestamps(tmp_path: Path) -> None:
     assert readout.notes["rows_with_unparsable_timestamp"] == 1
 
 
-def test_no_timestamp_keeps_file_order(tmp_path: Path) -> None:
-    data = load_data(write(tmp_path / "log.csv", "user_id,item_id\nu,z\nu,y\nu,x\n"), {})
+def test_no_timestamp_keeps_file_order(tmp_path: Path, config) -> None:
+    data = load_data(write(tmp_path / "log.csv", "user_id,item_id\nu,z\nu,y\nu,x\n"), config())
     assert data.info["ordered_by"].startswith("row order")
     assert [data.vocab[i - 1] for i in data.seqs.of(0)] == ["z", "y", "x"]
 
@@ -95,28 +95,30 @@ def test_no_timestamp_keeps_file_order(tmp_path: Path) -> None:
     [
         ("", {}, "empty"),
         ("user_id,item_id\n", {}, "no rows"),
-        ("user,item_id\nu,a\n", {}, "column 'user_id' not found.*did you mean 'user'"),
-        ("user_id,item_id\nu,a\n", {"item_column": "sku"}, "column 'sku' not found"),
+        ("user,item_id\nu,a\n", {}, "column 'user_id' is not in the data.*did you mean 'user'"),
+        ("user_id,item_id\nu,a\n", {"item_column": "sku"}, "column 'sku' is not in the data"),
         ("user_id,item_id,timestamp\nu,a,x\nu,b,y\n", {}, "no timestamp"),
         ("user_id,item_id\nu,a\nu,b\nv,a\n", {}, "3 or more interactions"),
     ],
 )
-def test_bad_input_is_one_line_error(tmp_path: Path, text: str, options: dict, match: str) -> None:
+def test_bad_input_is_one_line_error(
+    tmp_path: Path, config, text: str, options: dict, match: str
+) -> None:
     with pytest.raises(DataError, match=match) as info:
-        load_data(write(tmp_path / "log.csv", text), options)
+        load_data(write(tmp_path / "log.csv", text), config(**options))
     assert "\n" not in info.value.line()
 
 
-def test_bad_paths_and_options(tmp_path: Path) -> None:
+def test_bad_paths_and_options(tmp_path: Path, config) -> None:
     with pytest.raises(DataError, match="not found"):
-        load_data(tmp_path / "missing.csv", {})
+        load_data(tmp_path / "missing.csv", config())
     with pytest.raises(DataError, match="unsupported"):
-        load_data(write(tmp_path / "log.json", "{}"), {})
+        load_data(write(tmp_path / "log.json", "{}"), config())
     with pytest.raises(ConfigError, match="min-rating"):
-        load_data(write(tmp_path / "log.csv", "user_id,item_id\nu,a\n"), {"min_rating": 3})
+        load_data(write(tmp_path / "log.csv", "user_id,item_id\nu,a\n"), config(min_rating=3))
     (tmp_path / "bin.csv").write_bytes(b"\xff\xfe\x00garbage\x00\x81")
     with pytest.raises(DataError):
-        load_data(tmp_path / "bin.csv", {})
+        load_data(tmp_path / "bin.csv", config())
 
 
 def test_demo_has_two_markets_with_partly_shared_catalogue(demo_dir: Path) -> None:

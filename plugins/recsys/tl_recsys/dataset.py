@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import numpy as np
 from tl.core import ConfigError, DataError, TLData
 
-from .ranking import PROTOCOL, item_counts, popularity_ranks, rank_metrics
+from .ranking import PROTOCOL, item_counts, popularity_ranks, rank_metrics, seen_targets
 from .readers import LogColumns, read_log
 from .sequences import (
     LeaveLastOut,
@@ -23,41 +24,27 @@ from .sequences import (
 )
 
 MIN_INTERACTIONS = 3
-DEFAULT_MAX_LEN = 50
 
 
 @dataclass
 class RecsysData(TLData):
-    """`TLData` plus the item vocabulary, the sequences and the popularity baseline."""
+    """`TLData` plus the item vocabulary and the sequences (nothing here changes after load)."""
 
     vocab: list[str] = field(default_factory=list)
     seqs: Sequences | None = None
-    baseline: dict[str, dict[str, float]] = field(default_factory=dict)
-    export_k: int = 100
 
     @property
     def n_items(self) -> int:
         return len(self.vocab)
 
 
-def _positive_int(options: dict[str, Any], key: str, default: int | None) -> int | None:
-    value = options.get(key)
-    if value is None:
-        return default
-    if int(value) < 1:
-        raise ConfigError(
-            f"--{key.replace('_', '-')} must be at least 1", key, "pass a positive number"
-        )
-    return int(value)
-
-
-def load_data(path: Path, options: dict[str, Any]) -> RecsysData:
+def load_data(path: Path, options: Mapping[str, Any]) -> RecsysData:
     """Read, clean and split a log; the catalogue is every item the cleaned log contains."""
-    readout = read_log(Path(path), LogColumns.from_options(options), options.get("min_rating"))
+    readout = read_log(Path(path), LogColumns.from_options(options), options["min_rating"])
     vocab = build_vocab(readout.frame["item_id"])
     seqs = encode(readout.frame, vocab)
     notes = dict(readout.notes)
-    k = _positive_int(options, "first_k", None)
+    k = options.get("first_k")  # `tl run` only, not `tl pretrain`
     if k is not None:
         if k < MIN_INTERACTIONS:
             raise ConfigError(
@@ -77,12 +64,9 @@ def load_data(path: Path, options: dict[str, Any]) -> RecsysData:
             path,
             "leave-last-out needs at least 3 interactions per user; pass a longer log",
         )
-    max_len = _positive_int(options, "max_len", DEFAULT_MAX_LEN)
+    max_len = int(options["max_len"])
     lol = LeaveLastOut(seqs)
     counts = item_counts(lol, len(vocab))
-    pop_ranks = {s: popularity_ranks(lol, s, counts) for s in ("val", "test")}
-    baseline = {s: rank_metrics(r) for s, r in pop_ranks.items()}
-    repeated = int(np.isinf(pop_ranks["test"]).sum())
     info = {
         "log": str(path),
         "rows_read": readout.n_rows_read,
@@ -93,7 +77,7 @@ def load_data(path: Path, options: dict[str, Any]) -> RecsysData:
         "ordered_by": "timestamp" if readout.has_time else "row order (no timestamp column)",
         "first_k": k,
         "max_len": max_len,
-        "test_targets_already_seen": repeated,
+        "test_targets_already_seen": int(seen_targets(lol, "test").sum()),
         "dropped": notes,
         "protocol": PROTOCOL,
     }
@@ -107,6 +91,12 @@ def load_data(path: Path, options: dict[str, Any]) -> RecsysData:
         info=info,
         vocab=vocab,
         seqs=seqs,
-        baseline=baseline,
-        export_k=_positive_int(options, "top_k", 100) or 100,
     )
+
+
+def popularity_baseline(data: RecsysData, split: str = "test") -> dict[str, Any]:
+    """Most popular training items first (seen items excluded) on ``split``: what the model
+    has to beat. Depends on the data only; computed when asked (fast, vectorised)."""
+    lol = LeaveLastOut(data.seqs)
+    ranks = popularity_ranks(lol, split, item_counts(lol, data.n_items))
+    return {"name": "popularity", **rank_metrics(ranks)}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -25,12 +26,14 @@ MASK_VALUE = -1e9
 
 @dataclass
 class SASRecConfig:
+    """The architecture (saved with the weights); the defaults live in the plugin's options."""
+
     n_items: int
-    d_model: int = 64
-    n_layers: int = 2
-    n_heads: int = 2
-    max_len: int = 50
-    dropout: float = 0.2
+    d_model: int
+    n_layers: int
+    n_heads: int
+    max_len: int
+    dropout: float
 
     def to_dict(self) -> dict[str, float | int]:
         return asdict(self)
@@ -144,6 +147,8 @@ class SASRec(nn.Module):
         self.negatives = negatives
         self.backbone = SASRecEncoder(config)
         self.head = ScoringHead(config.d_model, config.n_items)
+        #: what ``adapt_weights`` moved from a source catalogue into this model (report.md)
+        self.transfer_summary: dict[str, Any] | None = None
 
     @property
     def item_weight(self) -> torch.Tensor:

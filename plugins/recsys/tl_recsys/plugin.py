@@ -1,50 +1,33 @@
 """The recsys plugin: sequential recommendation (SASRec) that transfers across markets.
 
 Importing this module pulls in no torch; the training half imports it inside methods.
+After `load` nothing here changes the plugin or the data: the transfer notes of
+``adapt_weights`` live on the model, and `finalize` returns the popularity baseline and the
+export's ``k`` as a `tl.core.Fitted`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from tl.core import ConfigError, FiniteRange, Plugin, ReportSection
+from tl.core import ConfigError, Fitted, Plugin, ReportSection
 
 from . import __version__
-from .dataset import RecsysData, load_data
+from .dataset import RecsysData, load_data, popularity_baseline
+from .options import ARCH_DEFAULTS, RecsysLogOptions, RecsysOptions, RecsysPredictOptions
 from .ranking import PROTOCOL, rank_metrics
 
 if TYPE_CHECKING:  # pragma: no cover
-    import click
     import pandas as pd
-    from tl.core import ExportSpec, OnnxModel, TLData
+    from tl.core import Config, ExportSpec, InputBatch, OnnxModel, Skipped, TLData
 
 BACKBONES = ("sasrec",)
-ARCH_OPTIONS = {"d_model": 64, "layers": 2, "heads": 2, "max_len": 50}
+#: option name → `SASRecConfig` field saved in a weights file's metadata
+SAVED_ARCH = {"d_model": "d_model", "layers": "n_layers", "heads": "n_heads"}
 FULL_SOFTMAX_MAX_ITEMS = 20_000
-EXPORT_K = 100
-
-
-def _data_options() -> list[click.Option]:
-    import click
-
-    return [
-        click.Option(["--user-column"], default=None, help="User id column (default user_id)."),
-        click.Option(["--item-column"], default=None, help="Item id column (default item_id)."),
-        click.Option(["--time-column"], default=None, help="Timestamp column (default timestamp, if present)."),
-        click.Option(["--rating-column"], default=None, help="Rating column (default rating, if present)."),
-        click.Option(["--min-rating"], type=FiniteRange(), default=None, help="Keep interactions rated at least this."),
-        click.Option(["--max-len"], type=click.IntRange(min=1), default=None, help="Longest history the encoder reads (default 50)."),
-        click.Option(["--d-model"], type=click.IntRange(min=1), default=None, help="Embedding width (default 64)."),
-        click.Option(["--layers"], type=click.IntRange(min=1), default=None, help="Transformer blocks (default 2)."),
-        click.Option(["--heads"], type=click.IntRange(min=1), default=None, help="Attention heads (default 2)."),
-        click.Option(
-            ["--loss"], type=click.Choice(["auto", "full", "sampled"]), default="auto",
-            help="Full softmax over the catalogue, or sampled softmax (auto: sampled above 20k items).",
-        ),
-        click.Option(["--negatives"], type=click.IntRange(min=1), default=256, help="Negatives per batch for --loss sampled."),
-    ]  # fmt: skip
 
 
 class RecsysPlugin(Plugin):
@@ -55,40 +38,16 @@ class RecsysPlugin(Plugin):
     default_backbone = "sasrec"
     monitor = "ndcg@10"
     monitor_mode = "max"
-
-    # ----------------------------------------------------------------- CLI
-    def cli_options(self) -> list[click.Option]:
-        import click
-
-        return [
-            *_data_options(),
-            click.Option(
-                ["--first-k"], type=click.IntRange(min=1), default=None,
-                help="Use only each user's first K interactions (adapting to new users).",
-            ),
-            click.Option(["--top-k"], type=click.IntRange(min=1), default=EXPORT_K, help="Items the ONNX model returns."),
-        ]  # fmt: skip
-
-    def pretrain_options(self) -> list[click.Option]:
-        return _data_options()
-
-    def predict_options(self) -> list[click.Option]:
-        """Options of ``tl predict`` / ``tl evaluate`` for recsys models."""
-        import click
-
-        return [
-            click.Option(
-                ["--top-k"],
-                type=click.IntRange(min=1),
-                default=10,
-                help="Recommendations per user.",
-            ),
-            click.Option(["--user-column"], default=None, help="User id column (default user_id)."),
-            click.Option(["--item-column"], default=None, help="Item id column (default item_id)."),
-            click.Option(
-                ["--time-column"], default=None, help="Timestamp column (default timestamp)."
-            ),
-        ]
+    hub_weights = False
+    #: no visual prompts, prototypes, adversarial attacks or LoRA for these models
+    option_groups = frozenset()
+    defaults = {"dropout": 0.2}
+    options_type = RecsysOptions
+    pretrain_options_type = RecsysLogOptions
+    predict_options_type = RecsysPredictOptions
+    item_noun = "users"
+    #: the output column naming an item (a user); not the ``item_column`` option (log items)
+    item_column = "user_id"
 
     # ---------------------------------------------------------------- data
     def demo(self, out_dir: Path, size: str = "small", seed: int = 0) -> Path:
@@ -96,7 +55,7 @@ class RecsysPlugin(Plugin):
 
         return write_demo(Path(out_dir), size, seed)
 
-    def load(self, path: Path, options: dict[str, Any]) -> TLData:
+    def load(self, path: Path, options: Config) -> TLData:
         from .training import collate  # torch: only the training path loads data for batching
 
         data = load_data(Path(path), options)
@@ -104,7 +63,7 @@ class RecsysPlugin(Plugin):
         return data
 
     # --------------------------------------------------------------- model
-    def build_model(self, spec: Any, data: TLData, options: dict[str, Any]) -> Any:
+    def build_model(self, spec: Any, data: TLData, options: Config) -> Any:
         from .model import SASRec, SASRecConfig
         from .transfer import read_source_meta
 
@@ -112,31 +71,30 @@ class RecsysPlugin(Plugin):
             raise ConfigError(
                 f"recsys has no backbone '{spec.name}'", "--backbone", "use --backbone sasrec"
             )
-        arch = {key: options.get(key) for key in ARCH_OPTIONS}
+        assert isinstance(data, RecsysData)
         weights = getattr(spec, "tl_weights", None)
         source = read_source_meta(weights) if weights is not None else None
         saved = (source or {}).get("sasrec", {})
-        saved_keys = {"d_model": "d_model", "layers": "n_layers", "heads": "n_heads"}
-        for key, default in ARCH_OPTIONS.items():
-            if arch[key] is None:
-                arch[key] = saved.get(saved_keys.get(key, key), default)
-        assert isinstance(data, RecsysData)
+        arch = {
+            key: options[key] if options[key] is not None else saved.get(SAVED_ARCH[key], default)
+            for key, default in ARCH_DEFAULTS.items()
+        }
         config = SASRecConfig(
             n_items=data.n_items,
             d_model=int(arch["d_model"]),
             n_layers=int(arch["layers"]),
             n_heads=int(arch["heads"]),
-            max_len=int(data.info.get("max_len") or arch["max_len"]),
-            dropout=float(options.get("dropout") if options.get("dropout") is not None else 0.2),
+            max_len=int(data.info["max_len"]),
+            dropout=float(options["dropout"]),
         )
         if config.d_model % config.n_heads:
             raise ConfigError(
                 "--d-model must be divisible by --heads", "--d-model", "e.g. 64 and 2"
             )
-        loss = options.get("loss") or "auto"
+        loss = options["loss"]
         if loss == "auto":
             loss = "full" if data.n_items <= FULL_SOFTMAX_MAX_ITEMS else "sampled"
-        return SASRec(config, loss=loss, negatives=int(options.get("negatives") or 256))
+        return SASRec(config, loss=loss, negatives=int(options["negatives"]))
 
     def training_step(self, model: Any, batch: Any) -> Any:
         from .training import training_step
@@ -156,13 +114,23 @@ class RecsysPlugin(Plugin):
                 np.mean(np.concatenate([np.asarray(o["loss"]) for o in outputs]))
             )
         if split == "test":
-            assert isinstance(data, RecsysData)
             result["protocol"] = PROTOCOL
-            result["baseline"] = {"name": "popularity", **data.baseline.get("test", {})}
             result["n_users"] = len(ranks)
         return result
 
-    def predictions(self, outputs: list[Any], data: TLData, extra: dict[str, Any]) -> pd.DataFrame:
+    def finalize(
+        self, model: Any, data: TLData, outputs: dict[str, list[Any]], options: Config
+    ) -> Fitted:
+        """The popularity baseline next to the test metrics, the export's ``k`` and this
+        model's transfer notes (for the report)."""
+        assert isinstance(data, RecsysData)
+        return Fitted(
+            metrics={"baseline": popularity_baseline(data, "test")},
+            export={"k": min(int(options["top_k"]), data.n_items)},
+            artifacts={"transfer": getattr(model, "transfer_summary", None)},
+        )
+
+    def predictions(self, outputs: list[Any], data: TLData, fitted: Fitted) -> pd.DataFrame:
         from .predictions import test_predictions
 
         assert isinstance(data, RecsysData)
@@ -186,39 +154,56 @@ class RecsysPlugin(Plugin):
         return state
 
     # -------------------------------------------------------------- export
-    def export_spec(self, model: Any, data: TLData, extra: dict[str, Any]) -> ExportSpec:
+    def export_spec(self, model: Any, data: TLData, fitted: Fitted, run_dir: Path) -> ExportSpec:
         from .export import export_spec, write_item_embeddings
 
         assert isinstance(data, RecsysData)
-        run_dir = (extra or {}).get("run_dir")
-        if run_dir:
-            write_item_embeddings(model, Path(run_dir))
+        write_item_embeddings(model, Path(run_dir))
         histories = [data.test[i]["seen"] for i in range(len(data.test))]
-        k = min(data.export_k, data.n_items)
-        return export_spec(model.eval(), data.vocab, histories, k)
+        return export_spec(model.eval(), data.vocab, histories, int(fitted.export["k"]))
 
-    # ------------------------------------------------------------- runtime
-    def predict(self, model: OnnxModel, path: Path, options: dict[str, Any]) -> pd.DataFrame:
-        from .runtime import recommend
+    # ------------------------------------------------------------- runtime (no torch)
+    def read_batches(
+        self,
+        model: OnnxModel,
+        path: Path,
+        options: Mapping[str, Any],
+        batch_size: int,
+        labelled: bool = False,
+    ) -> Iterable[InputBatch | Skipped]:
+        from .runtime import read_batches
 
-        return recommend(model, Path(path), options)
+        return read_batches(model, Path(path), options, batch_size, labelled)
 
-    def evaluate(self, model: OnnxModel, path: Path, options: dict[str, Any]) -> dict[str, Any]:
-        from .runtime import evaluate_log
+    def decode(
+        self,
+        model: OnnxModel,
+        batch: InputBatch,
+        outputs: dict[str, Any],
+        options: Mapping[str, Any],
+    ) -> pd.DataFrame:
+        from .runtime import decode
 
-        return evaluate_log(model, Path(path), options)
+        return decode(model, batch, outputs, options)
+
+    def score(
+        self, model: OnnxModel, rows: pd.DataFrame, extras: list[Any], options: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        from .runtime import score
+
+        return score(model, rows, extras)
 
     # -------------------------------------------------------------- report
     def report(
-        self, run_dir: Path, metrics: dict[str, Any], data: TLData, model: Any
+        self, run_dir: Path, metrics: dict[str, Any], data: TLData, model: Any, fitted: Fitted
     ) -> list[ReportSection]:
         from .report import report_sections
 
         assert isinstance(data, RecsysData)
-        return report_sections(Path(run_dir), metrics, data, model)
+        return report_sections(Path(run_dir), metrics, data, model, fitted)
 
     # ------------------------------------------------------------ pretrain
-    def pretrain_task(self, spec: Any, path: Path, options: dict[str, Any]) -> Any:
+    def pretrain_task(self, spec: Any, path: Path, options: Config) -> Any:
         from tl.core import PretrainTask
 
         data = self.load(Path(path), options)

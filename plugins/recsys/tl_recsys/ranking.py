@@ -46,6 +46,16 @@ def item_counts(lol: LeaveLastOut, n_items: int) -> np.ndarray:
     return counts
 
 
+def seen_targets(lol: LeaveLastOut, split: str) -> np.ndarray:
+    """Per user: is the ``split`` target already in the history (so it counts as a miss)?"""
+    seqs = lol.seqs
+    target_rows = lol.target_rows(split)
+    owner = np.repeat(np.arange(len(seqs)), seqs.lengths)
+    before = np.arange(len(seqs.items)) < target_rows[owner]
+    repeat = before & (seqs.items == seqs.items[target_rows][owner])
+    return np.bincount(owner[repeat], minlength=len(seqs)) > 0
+
+
 def popularity_ranks(lol: LeaveLastOut, split: str, counts: np.ndarray) -> np.ndarray:
     """Ranks under "most popular first, seen items excluded" for every user of ``split``.
 

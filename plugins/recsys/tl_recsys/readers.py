@@ -6,8 +6,7 @@ No torch here: ``tl predict`` uses these readers. Every row that is dropped is c
 
 from __future__ import annotations
 
-import csv
-import difflib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from tl.core import ConfigError, DataError
+from tl.core import read_table as core_read_table
+from tl.core import require_column as core_require_column
 
 USER, ITEM, TIME, RATING = "user_id", "item_id", "timestamp", "rating"
 TABLE_SUFFIXES = {".csv", ".tsv", ".txt", ".parquet", ".pq", ".inter"}
@@ -30,90 +31,46 @@ class LogColumns:
     rating: str | None = None
 
     @classmethod
-    def from_options(cls, options: dict[str, Any]) -> LogColumns:
+    def from_options(cls, options: Mapping[str, Any]) -> LogColumns:
+        """From resolved options (`tl predict` has no ``rating_column``)."""
         return cls(
-            user=options.get("user_column") or USER,
-            item=options.get("item_column") or ITEM,
-            time=options.get("time_column") or None,
-            rating=options.get("rating_column") or None,
+            user=options["user_column"],
+            item=options["item_column"],
+            time=options.get("time_column"),
+            rating=options.get("rating_column"),
         )
 
 
 @dataclass
 class LogReadout:
     """A clean log: columns ``user_id``, ``item_id`` (strings), ``timestamp`` (float seconds,
-    or the row order when the file has no time column), sorted by user then time."""
+    or the row order when the file has no time column), sorted by user then time.
+
+    ``notes``: rows dropped, by reason. ``lost_users`` (only when asked for): ids of users
+    every row of whom was dropped, sorted."""
 
     frame: pd.DataFrame
     has_time: bool
     notes: dict[str, int] = field(default_factory=dict)
     n_rows_read: int = 0
+    lost_users: list[str] = field(default_factory=list)
+
+    @property
+    def rows_dropped(self) -> int:
+        """Rows the cleaning removed (a row with two faults is counted once)."""
+        return self.n_rows_read - len(self.frame)
 
 
 def read_table(path: Path) -> pd.DataFrame:
-    """The raw table, ids kept as written (strings for text formats)."""
-    if not path.exists():
-        raise DataError("data file not found", path, "check the path passed to --data")
-    if path.is_dir():
-        raise DataError(
-            "--data is a folder, not an interaction log",
-            path,
-            "pass one CSV, Parquet or RecBole .inter file",
-        )
-    suffix = path.suffix.lower()
-    if suffix not in TABLE_SUFFIXES:
-        raise DataError(
-            f"unsupported file type '{suffix or path.name}'",
-            path,
-            "use .csv, .tsv, .parquet or a RecBole .inter file",
-        )
-    sep: str | None = None
-    try:
-        if suffix in (".parquet", ".pq"):
-            frame = pd.read_parquet(path)
-        elif suffix == ".inter":
-            frame = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, na_values=[""])
-            frame.columns = [str(c).split(":", 1)[0] for c in frame.columns]
-        else:
-            sep = {".csv": ",", ".tsv": "\t"}.get(suffix)  # .txt: let pandas sniff
-            frame = pd.read_csv(
-                path, sep=sep, engine="python" if sep is None else "c", dtype=str,
-                keep_default_na=False, na_values=[""],
-            )  # fmt: skip
-    except pd.errors.EmptyDataError as exc:
-        raise DataError("the file is empty", path, "pass a log with a header and rows") from exc
-    except (pd.errors.ParserError, csv.Error, UnicodeDecodeError, ValueError, OSError) as exc:
-        first = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
-        raise DataError(f"cannot parse the file: {first}", path, "check its format") from exc
-    if frame.empty:
-        raise DataError("the file has no rows", path, "pass a log with at least one interaction")
-    header = list(frame.columns)
-    if suffix not in (".parquet", ".pq"):  # pandas renames a repeated name `a` to `a.1`
-        first = pd.read_csv(path, sep=sep if suffix != ".inter" else "\t", header=None, nrows=1,
-                            engine="python", dtype=str, keep_default_na=False)  # fmt: skip
-        header = [str(c).split(":", 1)[0] if suffix == ".inter" else c for c in first.iloc[0]]
-    header = [str(c).strip() for c in header]
-    repeated = sorted({c for c in header if header.count(c) > 1})
-    if repeated:
-        raise DataError(
-            f"the log has duplicated column names ({', '.join(repeated)})",
-            path,
-            "rename the columns so that each name appears once",
-        )
-    frame.columns = [str(c).strip() for c in frame.columns]
-    return frame
+    """The raw table, ids kept as written (strings for text formats): the core's reader and
+    error policy."""
+    return core_read_table(Path(path), noun="interaction log", as_text=True,
+                           suffixes=tuple(TABLE_SUFFIXES))  # fmt: skip
 
 
 def _require_column(frame: pd.DataFrame, name: str, flag: str, path: Path) -> str:
-    if name in frame.columns:
-        return name
-    close = difflib.get_close_matches(name, list(frame.columns), n=1, cutoff=0.5)
-    hint = f"did you mean '{close[0]}'? " if close else ""
-    raise DataError(
-        f"column '{name}' not found (columns: {', '.join(map(str, frame.columns[:12]))})",
-        path,
-        f"{hint}pass {flag} NAME",
-    )
+    core_require_column(frame, name, path, f"pass {flag} NAME")
+    return name
 
 
 def _ids(column: pd.Series) -> pd.Series:
@@ -137,9 +94,15 @@ def _seconds(column: pd.Series) -> pd.Series:
 
 
 def read_log(
-    path: Path, columns: LogColumns | None = None, min_rating: float | None = None
+    path: Path,
+    columns: LogColumns | None = None,
+    min_rating: float | None = None,
+    *,
+    lost_users: bool = False,
 ) -> LogReadout:
-    """Read, validate and clean an interaction log (drops are counted, never silent)."""
+    """Read, validate and clean an interaction log (drops are counted, never silent).
+
+    ``lost_users``: also list the users that have no row left (`tl predict` reports them)."""
     columns = columns or LogColumns()
     raw = read_table(path)
     user = _require_column(raw, columns.user, "--user-column", path)
@@ -157,6 +120,7 @@ def read_log(
 
     notes: dict[str, int] = {}
     frame = pd.DataFrame({USER: _ids(raw[user]), ITEM: _ids(raw[item])})
+    all_users = frame[USER]
     if time is not None:
         frame[TIME] = _seconds(raw[time])
         bad = frame[TIME].isna()
@@ -188,4 +152,10 @@ def read_log(
         )
     frame = frame.sort_values([USER, TIME], kind="stable").reset_index(drop=True)
     notes = {k: v for k, v in notes.items() if v}
-    return LogReadout(frame=frame, has_time=time is not None, notes=notes, n_rows_read=len(raw))
+    lost: list[str] = []
+    if lost_users and notes:
+        kept = pd.Index(frame[USER].unique())
+        lost = pd.Index(all_users.dropna().unique()).difference(kept).sort_values().tolist()
+    return LogReadout(
+        frame=frame, has_time=time is not None, notes=notes, n_rows_read=len(raw), lost_users=lost
+    )

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tl.core import ReportSection, atomic_path
+from tl.core import Fitted, ReportSection, atomic_path
 
 from .dataset import RecsysData
 from .export import EMBEDDINGS_FILE, write_item_embeddings
@@ -16,9 +16,10 @@ PLOT = "recsys_vs_popularity.png"
 
 
 def report_sections(
-    run_dir: Path, metrics: dict[str, Any], data: RecsysData, model: Any
+    run_dir: Path, metrics: dict[str, Any], data: RecsysData, model: Any, fitted: Fitted
 ) -> list[ReportSection]:
-    sections = [_data_section(data, model), _ranking_section(run_dir, metrics)]
+    transfer = fitted.artifacts.get("transfer")
+    sections = [_data_section(data, transfer), _ranking_section(run_dir, metrics)]
     written = []
     if not (run_dir / EMBEDDINGS_FILE).exists():
         write_item_embeddings(model, run_dir)
@@ -28,7 +29,7 @@ def report_sections(
     return sections
 
 
-def _data_section(data: RecsysData, model: Any) -> ReportSection:
+def _data_section(data: RecsysData, transfer: dict[str, Any] | None) -> ReportSection:
     info = data.info
     lines = [
         f"- {info['users']} users, {info['items']} items, {info['interactions']} interactions "
@@ -44,11 +45,10 @@ def _data_section(data: RecsysData, model: Any) -> ReportSection:
             f"- {info['test_targets_already_seen']} test targets repeat an item of the history "
             "(excluded as seen, so they count as misses)"
         )
-    summary = getattr(model, "transfer_summary", None)
-    if summary and summary.get("items_shared") is not None:
+    if transfer and transfer.get("items_shared") is not None:
         lines.append(
-            f"- transfer: {summary['items_shared']} of {summary['items_target']} items share "
-            f"learned embeddings with the source ({summary['items_new']} new, fresh init)"
+            f"- transfer: {transfer['items_shared']} of {transfer['items_target']} items share "
+            f"learned embeddings with the source ({transfer['items_new']} new, fresh init)"
         )
     return ReportSection("Interaction data", "\n".join(lines))
 

@@ -8,7 +8,6 @@ the model is inductive, a user is their history.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -39,19 +38,11 @@ def find_meta(meta: Any, depth: int = 3) -> dict[str, Any] | None:
 
 
 def read_source_meta(path: Path) -> dict[str, Any] | None:
-    """The recsys block of a tl safetensors file's ``tl`` metadata, if any."""
-    from safetensors import safe_open
+    """The recsys block of a tl safetensors file's ``tl`` metadata, if any (the core's
+    reader: a corrupt file is its one-line WeightsError)."""
+    from tl.core import read_weights_metadata
 
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            raw = handle.metadata() or {}
-    except Exception:
-        return None
-    try:
-        parsed = {key: json.loads(value) for key, value in raw.items() if key == "tl"}
-    except json.JSONDecodeError:
-        return None
-    return find_meta(parsed)
+    return find_meta({"tl": read_weights_metadata(path)})
 
 
 def shared_rows(source_items: list[str], target_items: list[str]) -> tuple[np.ndarray, np.ndarray]:

@@ -17,24 +17,21 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
-from .errors import ConfigError
-from .strategies import StrategyPlan, _groups_for
+from ..backbones import is_vit
+from ..errors import ConfigError
+from .base import StrategyPlan, param_groups
+from .registry import register_strategy, setting
 
 ADAPTER = "default"
 _PEFT_PREFIX = "backbone.base_model.model."
 VIT_TARGETS = ("qkv", "attn.proj", "fc1", "fc2")
 _SUPPORTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-
-
-def is_vit(backbone: nn.Module) -> bool:
-    from timm.models.vision_transformer import VisionTransformer
-
-    return isinstance(backbone, VisionTransformer)
 
 
 def _matches(name: str, token: str) -> bool:
@@ -156,26 +153,36 @@ def add_lora(
 
 
 def build_lora_plan(
-    model: nn.Module, lr: float, weight_decay: float, options: dict[str, Any]
+    model: nn.Module, lr: float, weight_decay: float, options: Mapping[str, Any]
 ) -> LoraPlan:
+    """Wrap ``model.backbone`` with adapters (``lora_rank``/``lora_alpha``/``lora_targets``
+    of ``options``) and plan adapters + head at ``lr``."""
+    rank = int(setting(options, "lora_rank", 8))
     targets = add_lora(
         model,
-        rank=options.get("lora_rank") or 8,
-        alpha=options.get("lora_alpha") or 16.0,
+        rank=rank,
+        alpha=setting(options, "lora_alpha", 16.0),
         targets=options.get("lora_targets"),
     )
     named = dict(model.named_parameters())
     adapters = [n for n in named if n.startswith("backbone.") and ".lora_" in n]
     head = [n for n in named if not n.startswith("backbone.")]
-    groups = _groups_for("lora", adapters, named, lr, weight_decay)
-    groups += _groups_for("head", head, named, lr, weight_decay)
+    groups = param_groups("lora", adapters, named, lr, weight_decay)
+    groups += param_groups("head", head, named, lr, weight_decay)
     plan = LoraPlan(
         name="lora",
         stages=[],
         head=adapters + head,  # always trainable
         param_groups=[g for g in groups if g["params"]],
         trainable_stages=0,
-        notes=[f"LoRA rank {options.get('lora_rank') or 8} on {len(targets)} layers"],
+        notes=[f"LoRA rank {rank} on {len(targets)} layers"],
     )
     plan.apply(model, 0)
     return plan
+
+
+@register_strategy("lora")
+def build(model: nn.Module, options: Mapping[str, Any]) -> LoraPlan:
+    return build_lora_plan(
+        model, float(options["lr"]), float(setting(options, "weight_decay", 0.0)), options
+    )

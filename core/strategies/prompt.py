@@ -18,14 +18,16 @@ says that the tokens were skipped (`carry_prompt_tokens`).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
-from .errors import ConfigError
-from .lora import is_vit
-from .strategies import StrategyPlan, _groups_for
+from ..backbones import is_vit
+from ..errors import ConfigError
+from .base import StrategyPlan, param_groups
+from .registry import register_strategy, setting
 
 _WRAPPED = "backbone.vit."
 PROMPT_KEY = "backbone.prompt_tokens"
@@ -159,21 +161,16 @@ def add_prompts(model: nn.Module, tokens: int = 10, depth: str = "shallow") -> P
 
 
 def build_prompt_plan(
-    model: nn.Module, lr: float, weight_decay: float, options: dict[str, Any]
+    model: nn.Module, lr: float, weight_decay: float, options: Mapping[str, Any]
 ) -> PromptPlan:
-    depth = str(options.get("prompt_depth") or "shallow")
-    add_prompts(model, int(options.get("prompt_tokens") or 10), depth)
+    """Wrap ``model.backbone`` in a `PromptedViT` (``prompt_tokens``/``prompt_depth`` of
+    ``options``) and plan prompts + head at ``lr`` (no weight decay on the prompts)."""
+    depth = str(setting(options, "prompt_depth", "shallow"))
+    add_prompts(model, int(setting(options, "prompt_tokens", 10)), depth)
     named = dict(model.named_parameters())
     head = [n for n in named if not n.startswith("backbone.")]
-    groups = [
-        {
-            "name": "prompts",
-            "params": [named[PROMPT_KEY]],
-            "lr": lr,
-            "weight_decay": 0.0,
-        }
-    ]
-    groups += _groups_for("head", head, named, lr, weight_decay)
+    groups = [{"name": "prompts", "params": [named[PROMPT_KEY]], "lr": lr, "weight_decay": 0.0}]
+    groups += param_groups("head", head, named, lr, weight_decay)
     plan = PromptPlan(
         name="prompt",
         stages=[],
@@ -184,3 +181,10 @@ def build_prompt_plan(
     )
     plan.apply(model, 0)
     return plan
+
+
+@register_strategy("prompt")
+def build(model: nn.Module, options: Mapping[str, Any]) -> PromptPlan:
+    return build_prompt_plan(
+        model, float(options["lr"]), float(setting(options, "weight_decay", 0.0)), options
+    )

@@ -1,0 +1,58 @@
+"""A run's configuration from flags, ``--config`` or a resumed run, and its trainer settings."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .config import Config, resolve_config
+from .errors import ConfigError
+from .rundir import read_config
+from .trainer import TrainConfig
+
+
+def resolve_run_config(
+    plugin: Any, flags: dict[str, Any], resume_dir: Path | str | None = None, command: str = "run"
+) -> Config:
+    """``flags`` (None = not given; ``config``: a YAML file) resolved for ``plugin``.
+
+    ``--resume RUN_DIR`` reuses that run's own config.yaml (only ``--device`` may change)
+    and must be a run of the same plugin."""
+    flags = dict(flags)
+    flags.pop("verbose", None)
+    config_file = flags.pop("config", None)
+    if not resume_dir:
+        return resolve_config(plugin, flags, Path(config_file) if config_file else None, command)
+    run_dir = Path(resume_dir)
+    if not (run_dir / "config.yaml").exists():
+        raise ConfigError("not a tl run directory", run_dir, "pass the folder printed by `tl run`")
+    saved = read_config(run_dir / "config.yaml")
+    source = saved.get("plugin") or _manifest_plugin(run_dir)
+    if source and source != plugin.name:
+        raise ConfigError(
+            f"this is a {source} run, not a {plugin.name} run",
+            run_dir,
+            f"resume it with `tl run {source} --resume {run_dir}`",
+        )
+    saved["plugin"] = plugin.name
+    device = flags.get("device")
+    return resolve_config(plugin, {"device": device}, None, command, saved=saved)
+
+
+def _manifest_plugin(run_dir: Path) -> str | None:
+    try:
+        return json.loads((run_dir / "manifest.json").read_text(encoding="utf-8")).get("plugin")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def train_config(config: Config, **overrides: Any) -> TrainConfig:
+    """The trainer's settings: the fields of `TrainConfig` that the config holds."""
+    fields = TrainConfig.__dataclass_fields__
+    values = {k: config[k] for k in fields if k in config and config[k] is not None}
+    precise = config.get("precise_bn", "auto")
+    if precise != "auto":
+        values["precise_bn_below_steps"] = 0 if precise == "off" else 2**62
+    values.update(overrides)
+    return TrainConfig(**values)

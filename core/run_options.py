@@ -1,0 +1,135 @@
+"""`RunConfig`: the core's options of `tl run` and `tl pretrain`, their help, ranges and
+defaults in one place (plugins add their own dataclass)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import click
+
+from .option_types import FRACTION, NON_NEGATIVE, OPEN_FRACTION, POSITIVE, FiniteRange
+from .options import COMMANDS, option
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """The core's options of `tl run` and `tl pretrain` (plugins add their own dataclass)."""
+
+    data: str | None = option(None, "Dataset folder or file.", type=click.Path(), commands=COMMANDS)
+    backbone: str | None = option(
+        None,
+        "Model name (a timm model for image plugins; default: the plugin's).",
+        commands=COMMANDS,
+    )
+    weights: str = option(
+        "hub",
+        "hub | none | PATH (.safetensors/.pth, a run directory, a `tl pretrain` output).",
+        commands=COMMANDS,
+    )
+    strategy: str = option(
+        "full", "linear | partial:N | full | gradual | llrd | lora | prompt | prototypes."
+    )
+    epochs: int = option(10, "Maximum epochs.", type=click.IntRange(min=1), commands=COMMANDS)
+    batch_size: int = option(32, "Batch size.", type=click.IntRange(min=1), commands=COMMANDS)
+    lr: float = option(1e-3, "Peak learning rate.", type=POSITIVE, commands=COMMANDS)
+    weight_decay: float = option(0.05, "Weight decay.", type=NON_NEGATIVE, commands=COMMANDS)
+    optimizer: str = option(
+        "adamw", "Optimizer.", type=click.Choice(["adamw", "sgd"]), commands=COMMANDS
+    )
+    warmup: float = option(0.1, "Warmup fraction of all steps.", type=FRACTION, commands=COMMANDS)
+    grad_accum: int = option(
+        1, "Gradient accumulation steps.", type=click.IntRange(min=1), commands=COMMANDS
+    )
+    patience: int = option(
+        5,
+        "Early stopping patience in epochs; 0 disables.",
+        type=click.IntRange(min=0),
+        commands=COMMANDS,
+    )
+    layer_decay: float = option(
+        0.75, "llrd: LR decay per stage.", type=FiniteRange(0, 1, min_open=True)
+    )
+    unfreeze_every: int = option(
+        1, "gradual: epochs between unfreezing stages.", type=click.IntRange(min=1)
+    )
+    label_smoothing: float = option(0.0, "Label smoothing.", type=OPEN_FRACTION)
+    dropout: float = option(0.0, "Dropout before the head.", type=OPEN_FRACTION)
+    lora_rank: int = option(8, "lora: adapter rank.", type=click.IntRange(min=1), group="lora")
+    lora_alpha: float = option(16.0, "lora: scaling alpha.", type=POSITIVE, group="lora")
+    lora_targets: str | None = option(
+        None,
+        "lora: comma list of module-name suffixes/regexes (default: a ViT's "
+        "qkv,attn.proj,fc1,fc2; other backbones every conv/linear layer).",
+        group="lora",
+    )
+    prompt_tokens: int = option(
+        10, "prompt: tokens per layer.", type=click.IntRange(min=1), group="prompt"
+    )
+    prompt_depth: str = option(
+        "shallow",
+        "prompt: at the input only, or new prompts at every block.",
+        type=click.Choice(["shallow", "deep"]),
+        group="prompt",
+    )
+    shots: int | None = option(
+        None,
+        "prototypes: training items per class (default: all).",
+        type=click.IntRange(min=1),
+        group="prototypes",
+    )
+    seed: int = option(0, "Random seed.", type=click.IntRange(0, 2**32 - 1), commands=COMMANDS)
+    device: str = option(
+        "auto", "Device.", type=click.Choice(["auto", "cpu", "cuda"]), commands=COMMANDS
+    )
+    num_workers: int = option(
+        0, "DataLoader worker processes.", type=click.IntRange(min=0), commands=COMMANDS
+    )
+    compile: bool = option(False, "torch.compile the model.", flag=True, commands=COMMANDS)
+    precise_bn: str = option(
+        "auto",
+        "Re-estimate BatchNorm statistics on training batches after each epoch; auto = while "
+        "training is under 500 optimizer steps (short runs from scratch validate badly without).",
+        type=click.Choice(["auto", "on", "off"]),
+        commands=COMMANDS,
+    )
+    cache_features: str = option(
+        "auto",
+        "Train a frozen backbone's head on features computed once (no augmentation); "
+        "auto = when the backbone is fully frozen.",
+        type=click.Choice(["auto", "on", "off"]),
+    )
+    out: str = option(
+        "runs", "Parent folder of run directories.", type=click.Path(), commands=COMMANDS
+    )
+    compare_scratch: bool = option(
+        False, "Also train from random init and report the transfer gain.", flag=True
+    )
+    skip_bad: bool = option(
+        False, "Skip (and count) corrupt items instead of failing.", flag=True, commands=COMMANDS
+    )
+    adversarial: str | None = option(
+        None,
+        "Image classifiers: adversarial training; test accuracy under this attack for this "
+        "model and a plainly trained one.",
+        type=click.Choice(["fgsm", "pgd"]),
+        group="adversarial",
+    )
+    epsilon: float = option(
+        2 / 255,
+        "Attack budget on the [0, 1] pixel scale.",
+        type=FiniteRange(0, 1, min_open=True),
+        group="adversarial",
+    )
+    pgd_steps: int = option(5, "PGD steps.", type=click.IntRange(min=1), group="adversarial")
+    adversarial_mix: float = option(
+        0.5,
+        "Weight of the adversarial loss; the rest is clean loss.",
+        type=FRACTION,
+        group="adversarial",
+    )
+    adversarial_plain: bool = option(
+        True,
+        "Also train without attacks to compare robustness.",
+        flag=True,
+        group="adversarial",
+    )
