@@ -119,7 +119,9 @@ def test_runtime_bad_input(plugin, run_dir: Path, demo_dir: Path, tmp_path: Path
     with pytest.raises(DataError, match="user_id"):
         _predict(plugin, model, bad)
     done = _cli("predict", str(run_dir), "--data", str(bad))
-    assert done.returncode == 2 and done.stderr.startswith("error: column 'user_id' is not in the data")
+    assert done.returncode == 2 and done.stderr.startswith(
+        "error: column 'user_id' is not in the data"
+    )
 
 
 def _log_with_bad_rows(demo_dir: Path, tmp_path: Path) -> Path:
