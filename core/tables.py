@@ -4,14 +4,19 @@ One reader with one error policy for every tabular plugin, used by training and 
 runtime alike: a missing, empty, unparsable or non-UTF-8 file, and a header that names a
 column twice, are each a one-line `DataError`. ``as_text=True`` keeps every cell as the
 string written (ids stay ids: ``007`` is not 7); otherwise pandas infers the types.
+
+Parquet can hold what a CSV cannot: lists, structs and binary values. ``plain=`` names the
+columns a caller uses as plain values; there binary UTF-8 becomes text (as in a CSV) and a
+list, struct or non-UTF-8 binary column is a `DataError` naming it (`check_column_types`).
 """
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .errors import DataError
@@ -26,6 +31,10 @@ SEPARATORS: dict[str, str | None] = {
     ".pq": None,
 }
 PARQUET = (".parquet", ".pq")
+MAX_LISTED = 20  # column names an error lists before it says how many there are in all
+
+#: columns that must hold plain values: their names, or a test on a column's name
+PlainColumns = Collection[str] | Callable[[str], bool]
 
 
 def _check_path(path: Path, noun: str, suffixes: tuple[str, ...]) -> str:
@@ -101,8 +110,11 @@ def read_table(
     noun: str = "table",
     as_text: bool = False,
     suffixes: tuple[str, ...] = tuple(SEPARATORS),
+    plain: PlainColumns | None = None,
+    plain_fix: str = "",
 ) -> pd.DataFrame:
-    """The whole table, with at least one row."""
+    """The whole table, with at least one row. ``plain`` (None: nothing checked) and
+    ``plain_fix``: the ``columns`` and ``fix`` of `check_column_types`."""
     path = Path(path)
     suffix = _check_path(path, noun, suffixes)
     try:
@@ -119,7 +131,8 @@ def read_table(
     if frame.empty:
         raise DataError(f"the {noun} has no rows", path, f"pass a {noun} with rows")
     check_unique_columns(names, path)
-    return _clean_columns(frame, suffix)
+    frame = _clean_columns(frame, suffix)
+    return frame if plain is None else check_column_types(frame, path, plain, plain_fix)
 
 
 def iter_table(
@@ -129,6 +142,8 @@ def iter_table(
     noun: str = "table",
     as_text: bool = False,
     suffixes: tuple[str, ...] = tuple(SEPARATORS),
+    plain: PlainColumns | None = None,
+    plain_fix: str = "",
 ) -> Iterator[pd.DataFrame]:
     """The table in chunks of ``chunk_rows`` rows (bounded memory), indexed by row number,
     with the same checks and errors as `read_table`."""
@@ -148,7 +163,7 @@ def iter_table(
             chunk = _clean_columns(chunk, suffix)
             chunk.index = pd.RangeIndex(rows, rows + len(chunk))
             rows += len(chunk)
-            yield chunk
+            yield chunk if plain is None else check_column_types(chunk, path, plain, plain_fix)
     except DataError:
         raise
     except pd.errors.EmptyDataError as exc:
@@ -160,14 +175,103 @@ def iter_table(
         raise DataError(f"the {noun} has no rows", path, f"pass a {noun} with rows")
 
 
-def require_column(frame: pd.DataFrame, column: str, where: object, fix: str = "") -> None:
+def require_column(
+    frame: pd.DataFrame,
+    column: str,
+    where: object,
+    fix: str = "",
+    *,
+    noun: str = "column",
+    data: str = "the data",
+) -> None:
     """``column`` must be in ``frame``: else an error with a did-you-mean hint and the
-    columns there are (all of them, or the count past 20)."""
+    columns there are (all of them, or the first 20 and how many in all). ``noun`` and
+    ``data`` word it, e.g. "label column 'y' is not in the evaluation data"."""
     if column in frame.columns:
         return
     names = [str(c) for c in frame.columns]
     close = difflib.get_close_matches(column, names, n=1, cutoff=0.6)
-    shown = ", ".join(names[:20]) + (f" … ({len(names)} in all)" if len(names) > 20 else "")
     hint = f"did you mean '{close[0]}'? " if close else ""
-    raise DataError(f"column '{column}' is not in the data (columns: {shown})", where,
+    raise DataError(f"{noun} '{column}' is not in {data} (columns: {name_list(names)})", where,
                     (hint + fix).strip() or "check the column name")  # fmt: skip
+
+
+def name_list(names: Collection[str], limit: int = MAX_LISTED) -> str:
+    """``a, b, c`` — or the first ``limit`` names and how many there are in all."""
+    names = [str(n) for n in names]
+    shown = ", ".join(names[:limit])
+    return shown + (f" … ({len(names)} in all)" if len(names) > limit else "")
+
+
+def check_column_types(
+    frame: pd.DataFrame, where: object, columns: PlainColumns | None = None, fix: str = ""
+) -> pd.DataFrame:
+    """``frame`` with the binary ``columns`` (None: all) decoded as UTF-8 text; a list,
+    struct (dict) or non-UTF-8 binary column among them is a `DataError` naming it. ``fix``
+    (``{column}`` is replaced by the name) says what to do; the default: how to store it.
+    Columns not in ``frame`` are left to `require_column`."""
+    if columns is None:
+        names = list(frame.columns)
+    elif callable(columns):
+        names = [c for c in frame.columns if columns(c)]
+    else:
+        names = [c for c in dict.fromkeys(columns) if c in frame.columns]
+    decoded: dict[str, pd.Series] = {}
+    for name in names:
+        column = frame[name]
+        kind = _value_kind(column)
+        if kind is None:
+            continue
+        if kind != "binary":
+            raise DataError(f"column '{name}' holds {kind}, not plain values", where,
+                            _fix(fix, name, "flatten it into columns of numbers or text"))  # fmt: skip
+        decoded[str(name)] = _decoded(column, name, where, fix)
+    return frame.assign(**decoded) if decoded else frame
+
+
+def _value_kind(column: pd.Series) -> str | None:
+    """What odd values the column holds ("lists", "structs (dicts)", "binary"); None: plain."""
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        column = pd.Series(column.cat.categories)
+    if column.dtype != object:
+        return None
+    inferred = pd.api.types.infer_dtype(column, skipna=True)
+    if inferred == "bytes":
+        return "binary"
+    if not inferred.startswith("mixed"):  # strings, numbers, dates, booleans: plain
+        return None
+    for value in column:  # stops at the first odd value; Parquet columns have one type
+        if isinstance(value, (bytes, bytearray)):
+            return "binary"
+        if isinstance(value, dict):
+            return "structs (dicts)"
+        if isinstance(value, (list, tuple, set, np.ndarray)):
+            return "lists"
+    return None
+
+
+def _decoded(column: pd.Series, name: str, where: object, fix: str) -> pd.Series:
+    values = column.astype(object) if isinstance(column.dtype, pd.CategoricalDtype) else column
+    try:
+        return values.map(_text, na_action="ignore")
+    except UnicodeDecodeError as exc:
+        bad = next(i for i, v in values.items() if isinstance(v, bytes) and not _utf8(v))
+        raise DataError(f"column '{name}' holds binary values that are not UTF-8 text, "
+                        f"first at row {bad}", where,
+                        _fix(fix, name, "store it as UTF-8 text or numbers")) from exc  # fmt: skip
+
+
+def _text(value: object) -> object:
+    return bytes(value).decode("utf-8") if isinstance(value, (bytes, bytearray)) else value
+
+
+def _utf8(value: bytes) -> bool:
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _fix(fix: str, name: str, default: str) -> str:
+    return fix.replace("{column}", str(name)) if fix else default

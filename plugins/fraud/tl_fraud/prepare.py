@@ -49,12 +49,12 @@ def column_list(value: Any) -> list[str]:
 def prepare(path: Path, options: Mapping[str, Any], labelled: bool = True) -> PreparedTable:
     """``path`` read, split and encoded. ``labelled`` (`tl run`, supervised `tl pretrain`)
     needs ``target``; unlabelled tables are split into train/val only."""
-    frame = read_table(Path(path))
-    warnings: dict[str, int] = {}
     target = setting(options, "target")
     if labelled and not target:
         raise ConfigError("no target column given", "--target", "name the 0/1 fraud label column")
     drop = column_list(setting(options, "drop"))
+    frame = read_table(Path(path), plain=lambda name: name not in drop)
+    warnings: dict[str, int] = {}
     for name in drop:
         require_column(frame, name, "--drop")
     labels, positive = None, None

@@ -6,7 +6,7 @@ These functions are shared by training (`tl run`, `tl pretrain`) and the torch-f
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -21,21 +21,41 @@ PARQUET_SUFFIXES = {".parquet", ".pq"}
 SUFFIXES = (".csv", ".tsv", ".txt", ".parquet", ".pq")
 POSITIVE_WORDS = {"1", "true", "t", "yes", "y", "fraud", "fraudulent", "positive", "bad"}
 MAX_BAD_TIME_FRACTION = 0.01
+#: what to do about a list, struct or non-UTF-8 binary column the model would use
+TRAINING_FIX = "convert it to numbers or text, or leave it out with --drop {column}"
+SCORING_FIX = "convert '{column}' to numbers or text, as in the training data"
+
+Columns = Collection[str] | Callable[[str], bool]
 
 
-def read_table(path: Path) -> pd.DataFrame:
-    """The raw table with at least one row (the core's reader and error policy)."""
-    return core_read_table(Path(path), noun="transaction table", suffixes=SUFFIXES)
+def read_table(path: Path, plain: Columns | None = None, fix: str = TRAINING_FIX) -> pd.DataFrame:
+    """The raw table with at least one row (the core's reader and error policy). The
+    ``plain`` columns (binary UTF-8 is decoded) must not hold lists, structs or bytes."""
+    return core_read_table(Path(path), noun="transaction table", suffixes=SUFFIXES,
+                           plain=plain, plain_fix=fix)  # fmt: skip
 
 
-def iter_table(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
+def iter_table(
+    path: Path, chunk_rows: int, plain: Columns | None = None, fix: str = SCORING_FIX
+) -> Iterator[pd.DataFrame]:
     """The table in chunks of ``chunk_rows`` (bounded memory for `tl predict` on big files);
     the same checks and errors as `read_table`."""
-    return core_iter_table(Path(path), chunk_rows, noun="transaction table", suffixes=SUFFIXES)
+    return core_iter_table(Path(path), chunk_rows, noun="transaction table", suffixes=SUFFIXES,
+                           plain=plain, plain_fix=fix)  # fmt: skip
 
 
 def require_column(frame: pd.DataFrame, column: str, flag: str) -> None:
     core_require_column(frame, column, flag)
+
+
+def require_label(frame: pd.DataFrame, target: str | None, path: Path) -> str:
+    """`tl evaluate`'s label column (the model's ``target`` unless ``--target`` names another)."""
+    if not target:
+        raise ConfigError("the model does not name its label column", "--target",
+                          "name the 0/1 fraud label column with --target NAME")  # fmt: skip
+    core_require_column(frame, target, path, "pass --target NAME if the labels are in another column",
+                        noun="label column", data="the evaluation data")  # fmt: skip
+    return target
 
 
 def parse_target(

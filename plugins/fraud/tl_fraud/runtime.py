@@ -19,7 +19,14 @@ import pandas as pd
 from tl.core import Batches, DataError, InputBatch, OnnxModel, Skipped
 
 from .metrics import fraud_metrics
-from .readers import PARQUET_SUFFIXES, iter_table, parse_target, read_table, require_column
+from .readers import (
+    PARQUET_SUFFIXES,
+    SCORING_FIX,
+    iter_table,
+    parse_target,
+    read_table,
+    require_label,
+)
 from .schema import TableSchema
 
 CHUNK_ROWS = 50_000  # rows read and encoded at a time: memory is bounded by this, not the file
@@ -71,7 +78,7 @@ def read_batches(
         )
         total = len(frame)
     else:
-        chunks = ((chunk, None) for chunk in iter_table(path, CHUNK_ROWS))
+        chunks = ((c, None) for c in iter_table(path, CHUNK_ROWS, plain=schema.source_columns))
         total = _row_count(path)
     skip_bad = bool(options.get("skip_bad"))
     return Batches(_batches(model, schema, path, chunks, skip_bad, unlabelled), total)
@@ -128,10 +135,11 @@ def _labelled_table(
 ) -> tuple[pd.DataFrame, np.ndarray]:
     """`tl evaluate`'s table and its 0/1 labels (-1: no label), parsed over the whole file
     so that the classes are known before any chunk is scored."""
-    frame = read_table(path)
     meta = model.meta
     target = options.get("target") or meta.get("target")
-    require_column(frame, target, "--target")
+    columns = [*schema_of(model).source_columns, *([target] if target else [])]
+    frame = read_table(path, plain=columns, fix=SCORING_FIX)
+    require_label(frame, target, path)
     labels, _ = parse_target(frame[target], options.get("positive") or meta.get("positive_label"))
     return frame, labels
 

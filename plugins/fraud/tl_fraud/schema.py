@@ -96,7 +96,7 @@ class TableSchema:
         missing = [c for c in self.source_columns if c not in frame.columns]
         if missing:
             raise DataError(
-                f"the table lacks column(s) the model needs: {', '.join(missing[:6])}",
+                f"the table lacks {len(missing)} column(s) the model needs: {_names(missing)}",
                 where,
                 "score a table with the same columns as the training data",
             )
@@ -145,6 +145,12 @@ class TableSchema:
             reasons = column[bad].map(lambda value: f"{what} '{value}'")  # noqa: B023
             problems = problems.where(problems.notna() | ~bad, reasons)
         return problems.dropna()
+
+
+def _names(names: list[str], limit: int = 20) -> str:
+    """All of ``names``, or the first ``limit`` and how many there are in all."""
+    shown = ", ".join(names[:limit])
+    return shown + (f" … ({len(names)} in all)" if len(names) > limit else "")
 
 
 # ------------------------------------------------------------------ conversions

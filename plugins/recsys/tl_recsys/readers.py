@@ -19,6 +19,8 @@ from tl.core import require_column as core_require_column
 
 USER, ITEM, TIME, RATING = "user_id", "item_id", "timestamp", "rating"
 TABLE_SUFFIXES = {".csv", ".tsv", ".txt", ".parquet", ".pq", ".inter"}
+#: what to do about a list, struct or non-UTF-8 binary id, time or rating column (Parquet)
+PLAIN_FIX = "write '{column}' as UTF-8 text or numbers"
 
 
 @dataclass
@@ -61,11 +63,13 @@ class LogReadout:
         return self.n_rows_read - len(self.frame)
 
 
-def read_table(path: Path) -> pd.DataFrame:
+def read_table(path: Path, plain: list[str] | None = None) -> pd.DataFrame:
     """The raw table, ids kept as written (strings for text formats): the core's reader and
-    error policy."""
+    error policy. The ``plain`` columns must not hold lists or structs, and binary ones are
+    read as UTF-8 text (else an error naming the column, as for a non-UTF-8 CSV)."""
     return core_read_table(Path(path), noun="interaction log", as_text=True,
-                           suffixes=tuple(TABLE_SUFFIXES))  # fmt: skip
+                           suffixes=tuple(TABLE_SUFFIXES), plain=plain,
+                           plain_fix=PLAIN_FIX)  # fmt: skip
 
 
 def _require_column(frame: pd.DataFrame, name: str, flag: str, path: Path) -> str:
@@ -104,7 +108,8 @@ def read_log(
 
     ``lost_users``: also list the users that have no row left (`tl predict` reports them)."""
     columns = columns or LogColumns()
-    raw = read_table(path)
+    used = [columns.user, columns.item, columns.time or TIME, columns.rating or RATING]
+    raw = read_table(path, plain=used)
     user = _require_column(raw, columns.user, "--user-column", path)
     item = _require_column(raw, columns.item, "--item-column", path)
     time = columns.time or (TIME if TIME in raw.columns else None)

@@ -24,7 +24,7 @@ import pandas as pd
 from tl.core import Batches, ConfigError, DataError, InputBatch, OnnxModel, Skipped
 
 from .ranking import PROTOCOL, popularity_ranks, rank_metrics, ranks_from_topk
-from .readers import LogColumns, LogReadout, read_log
+from .readers import USER, LogColumns, LogReadout, read_log
 from .sequences import PAD, LeaveLastOut, Sequences, encode, left_pad
 
 INPUT = "item_history"
@@ -106,20 +106,23 @@ def _check_top_k(top_k: int, k: int) -> None:
 
 
 def read_notes(readout: LogReadout, seqs: Sequences) -> dict[str, int]:
-    """Rows dropped by reason, their total, and the interactions with items the model does
-    not know (kept out of the histories)."""
+    """Rows dropped by reason, their total, the interactions with items the model does not
+    know (kept out of the histories) and the users none of whose items it knows."""
     notes = dict(readout.notes)
     if readout.rows_dropped:
         notes["rows_dropped"] = readout.rows_dropped
     unknown = int((seqs.items == PAD).sum())
     if unknown:
         notes["interactions_with_items_unknown_to_the_model"] = unknown
-    return notes
+        known = np.add.reduceat((seqs.items != PAD).astype(np.int64), seqs.offsets[:-1])
+        notes["users_without_a_known_item"] = int((known == 0).sum())
+    return {k: v for k, v in notes.items() if v}
 
 
 def notes_line(readout: LogReadout, notes: Mapping[str, int]) -> str:
     """One stderr line, e.g. ``dropped 3 of 1,000 rows (rows with missing id: 2, duplicate
-    rows: 1); 5 interactions with items unknown to the model not used``."""
+    rows: 1); 5 interactions with items unknown to the model not used; 1 of 40 users has no
+    item known to the model (recommended as for an empty history)``."""
     parts = []
     if readout.rows_dropped:
         reasons = ", ".join(f"{why.replace('_', ' ')}: {n:,}" for why, n in readout.notes.items())
@@ -129,6 +132,12 @@ def notes_line(readout: LogReadout, notes: Mapping[str, int]) -> str:
     unknown = notes.get("interactions_with_items_unknown_to_the_model")
     if unknown:
         parts.append(f"{unknown:,} interactions with items unknown to the model not used")
+    lost = notes.get("users_without_a_known_item")
+    if lost:
+        users = readout.frame[USER].nunique()
+        verb = "has" if lost == 1 else "have"
+        parts.append(f"{lost:,} of {users:,} users {verb} no item known to the model "
+                     "(recommended as for an empty history)")  # fmt: skip
     return "; ".join(parts)
 
 
