@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tl.core import Fitted, ReportSection
+from tl.core import Fitted, ReportSection, atomic_path
 
 from .metrics import curves
 
@@ -24,6 +24,7 @@ SHOWN = (
     ("recall", "recall at threshold"),
     ("alert_rate", "alert rate at threshold"),
 )
+CURVES = "fraud_curves.png"
 
 
 def _fmt(value: Any) -> str:
@@ -67,38 +68,60 @@ def curve_section(
     operating_point: tuple[Any, Any, Any] | None = None,
 ) -> ReportSection:
     """PR and ROC curves of each model's test scores; ``operating_point``: the main model's
-    (recall, precision, threshold) at its validation threshold, marked on the PR curve."""
+    (recall, precision, threshold) at its validation threshold, marked on the PR curve. The
+    figure is the section's only reference to the image (the core adds it once)."""
+    fig = curves_figure(targets, scores, operating_point)
+    import matplotlib.pyplot as plt
+
+    with atomic_path(Path(run_dir) / CURVES) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return ReportSection("PR and ROC curves", "", [CURVES])
+
+
+def fpr_floor(n_negatives: int) -> float:
+    """Left end of the log FPR axis: a power of ten at or below the smallest non-zero FPR
+    (one false alert), and at most 1e-3 so the 1 % line is well inside."""
+    return float(min(1e-3, 10.0 ** np.floor(np.log10(1.0 / max(1, n_negatives)))))
+
+
+def curves_figure(
+    targets: np.ndarray,
+    scores: dict[str, np.ndarray],
+    operating_point: tuple[Any, Any, Any] | None = None,
+) -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (pr, roc) = plt.subplots(1, 2, figsize=(10, 4.2))
+    targets = np.asarray(targets)
+    floor = fpr_floor(int((targets == 0).sum()))
+    fig, (pr, roc) = plt.subplots(1, 2, figsize=(10.5, 4.4))
     for label, values in scores.items():
         c = curves(values, targets)
         pr.plot(c["recall"], c["precision"], label=label)
-        roc.plot(c["fpr"], c["tpr"], label=label)
+        # FPR 0 lies at -inf on a log axis: those points are drawn on the axis' left edge
+        roc.plot(np.maximum(c["fpr"], floor), c["tpr"], label=label)
     recall, precision, threshold = operating_point or (None, None, None)
-    if isinstance(recall, float) and isinstance(precision, float):
-        pr.plot([recall], [precision], "o", color="black", label=f"alerts at {threshold:.4f}")
-    pr.axhline(targets.mean(), color="grey", linestyle=":", label="fraud rate")
-    pr.set(xlabel="recall", ylabel="precision", title="Precision-recall (test)")
-    roc.plot([0, 1], [0, 1], color="grey", linestyle=":")
-    roc.axvline(0.01, color="grey", linestyle="--", linewidth=0.8)
-    roc.set(
-        xlabel="false-positive rate",
-        ylabel="recall",
-        title="ROC (test)",
-        xscale="log",
-        xlim=(1e-4, 1),
-    )
+    if isinstance(recall, float) and isinstance(precision, float) and threshold is not None:
+        pr.plot([recall], [precision], "o", color="black",
+                label=f"alerts at threshold {threshold:.4f}")  # fmt: skip
+    pr.axhline(targets.mean(), color="grey", linestyle=":",
+               label=f"chance (fraud rate {targets.mean():.4f})")  # fmt: skip
+    pr.set(xlabel="recall", ylabel="precision", title="Precision–recall (test)",
+           xlim=(0, 1), ylim=(0, 1.02))  # fmt: skip
+    chance = np.logspace(np.log10(floor), 0, 200)  # y = x is a curve on a log x axis
+    roc.plot(chance, chance, color="grey", linestyle=":", label="chance")
+    roc.axvline(0.01, color="grey", linestyle="--", linewidth=0.8, label="1 % FPR")
+    roc.set(xlabel="false-positive rate (log scale)", ylabel="recall (true-positive rate)",
+            title="ROC (test)", xscale="log", xlim=(floor, 1), ylim=(0, 1.02))  # fmt: skip
     for ax in (pr, roc):
+        ax.grid(alpha=0.3, which="both" if ax is roc else "major")
         ax.legend(loc="best", fontsize=8)
+    fig.suptitle("Fraud detection on the test split")
     fig.tight_layout()
-    name = "fraud_curves.png"
-    fig.savefig(Path(run_dir) / name, dpi=110)
-    plt.close(fig)
-    return ReportSection("PR and ROC curves", "", [name])
+    return fig
 
 
 def transfer_section(summary: dict[str, Any]) -> ReportSection:
