@@ -33,12 +33,14 @@ class ProgressReporter:
             with open(self.log_file, "a", encoding="utf-8") as fh:
                 fh.write(line + "\n")
 
-    def bar(self, total: int, desc: str) -> Any:
-        """A context-managed bar; a no-op object when not on a terminal."""
+    def bar(self, total: int, desc: str, unit: str = "it") -> Any:
+        """A context-managed bar (count, rate in ``unit``/s, ETA); a no-op object when not on
+        a terminal."""
         if self.tty:
             from tqdm import tqdm
 
-            return tqdm(total=total, desc=desc, file=self.stream, leave=False, dynamic_ncols=True)
+            return tqdm(total=total, desc=desc, file=self.stream, leave=False, dynamic_ncols=True,
+                        unit=f" {unit}", unit_scale=False)  # fmt: skip
         return _NullBar()
 
 
@@ -68,8 +70,13 @@ class Throughput:
         reporter: ProgressReporter | None = None,
         every: float = 10.0,
         action: str = "predicting",
+        label: str | None = None,
+        final: bool = True,
     ) -> None:
+        """``label`` starts each log line (e.g. ``epoch 2/10``) and names the bar;
+        ``final=False`` skips the closing line (when the caller logs its own summary)."""
         self.total, self.unit, self.every, self.action = total, unit, every, action
+        self.label, self.final = label, final
         self.reporter = reporter or ProgressReporter()
         self.done = 0
         self._started = self._logged = time.time()
@@ -77,14 +84,15 @@ class Throughput:
 
     def __enter__(self) -> Throughput:
         if self.reporter.tty:
-            self._bar = self.reporter.bar(self.total or 0, f"{self.action} {self.unit}")
+            desc = self.label or f"{self.action} {self.unit}"
+            self._bar = self.reporter.bar(self.total or 0, desc, unit=self.unit)
             self._bar.__enter__()
         return self
 
     def __exit__(self, *exc: Any) -> None:
         if self._bar is not None:
             self._bar.__exit__(*exc)
-        elif exc[0] is None and self.done:
+        elif exc[0] is None and self.done and self.final:
             self._log()
 
     def add(self, n: int) -> None:
@@ -98,4 +106,19 @@ class Throughput:
         self._logged = time.time()
         rate = self.done / max(self._logged - self._started, 1e-9)
         of = f"/{self.total:,}" if self.total else ""
-        self.reporter.log(f"{self.done:,}{of} {self.unit} ({rate:,.0f} {self.unit}/s)")
+        eta = ""
+        if self.total and self.done < self.total and rate > 0:
+            eta = f", ETA {_duration((self.total - self.done) / rate)}"
+        prefix = f"{self.label}: " if self.label else ""
+        self.reporter.log(f"{prefix}{self.done:,}{of} {self.unit} ({rate:,.0f} {self.unit}/s{eta})")
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 90:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 90:
+        return f"{minutes} min {seconds:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"

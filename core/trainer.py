@@ -34,7 +34,7 @@ from .errors import ConfigError, DataError
 from .interrupts import StopSignals
 from .loaders import EpochBatchSampler, LoaderCache
 from .optim import build_optimizer, cosine_with_warmup
-from .progress import ProgressReporter
+from .progress import ProgressReporter, Throughput
 from .seeding import seed_everything
 from .strategies.base import StrategyPlan, parameter_counts
 from .task import as_task
@@ -85,6 +85,7 @@ class Trainer:
         self.task = as_task(task)
         self.run_dir = Path(run_dir)
         self.reporter = reporter or ProgressReporter()
+        self._star_explained = False
         self.weights_meta = weights_meta or dict
         self.callbacks = list(callbacks)
         self.store = CheckpointStore(self.run_dir)
@@ -217,7 +218,10 @@ class Trainer:
         count = 0
         optimizer.zero_grad(set_to_none=True)
         n_batches = len(loader)
-        with self.reporter.bar(n_batches, f"epoch {epoch + 1}/{cfg.epochs}") as bar:
+        sizes = [len(indices) for indices in loader.batch_sampler]
+        progress = Throughput(sum(sizes), "items", self.reporter, action="training",
+                              label=f"epoch {epoch + 1}/{cfg.epochs}", final=False)  # fmt: skip
+        with progress:
             for index, batch in enumerate(loader):
                 self._stop.check(epoch, self.store, self.run_dir)
                 batch = self.to_device(batch)
@@ -241,7 +245,7 @@ class Trainer:
                     state.scheduler.step()
                 total += loss.detach()
                 count += 1
-                bar.update(1)
+                progress.add(sizes[index])
         return float(dist.all_reduce_mean(total / max(1, count)).item())
 
     def _training_loss(self, model: nn.Module, batch: Any) -> torch.Tensor:
@@ -296,10 +300,20 @@ class Trainer:
         state.result.history.append(state.row)
 
     def _log_epoch(self, row: dict[str, Any], improved: bool) -> None:
-        shown = {k: v for k, v in row.items() if k not in ("epoch", "trainable_params")}
+        """One short line per epoch: training loss, the monitored validation metric (and the
+        validation loss), LR and time; every metric is in history.csv."""
+        monitor = f"val_{self.task.monitor}"
+        keys = ["train_loss", monitor, "val_loss", "lr", "seconds"]
+        shown = {k: row[k] for k in dict.fromkeys(keys) if k in row}
         text = " ".join(
             f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items()
         )
+        if not self._star_explained:
+            self.reporter.log(
+                f"(* after an epoch: {monitor} improved, its weights become the best checkpoint; "
+                "all metrics per epoch are in history.csv)"
+            )
+            self._star_explained = True
         self.reporter.log(
             f"epoch {row['epoch']}/{self.config.epochs} {text}{' *' if improved else ''}"
         )

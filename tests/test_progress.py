@@ -20,7 +20,8 @@ def test_a_line_per_interval_and_one_at_the_end():
     assert [line.split(" (")[0] for line in lines] == [
         "64/140 images", "128/140 images", "140/140 images", "140/140 images"
     ]  # fmt: skip
-    assert all(line.endswith(" images/s)") for line in lines)
+    assert all(line.endswith(" images/s)") for line in lines[2:])
+    assert all(", ETA " in line and line.endswith(" s)") for line in lines[:2])
 
 
 def test_a_quick_job_prints_only_its_total_and_an_unknown_total_is_left_out():
@@ -37,3 +38,16 @@ def test_nothing_is_printed_for_an_empty_or_failed_loop():
     except ValueError:
         pass
     assert stream.getvalue() == ""
+
+
+def test_training_epochs_log_a_labelled_line_per_interval_without_a_closing_one():
+    stream = io.StringIO()
+    reporter = ProgressReporter(stream=stream)
+    with Throughput(96, "items", reporter, every=0.0, label="epoch 2/5", final=False) as progress:
+        for n in (32, 32, 32):
+            progress.add(n)
+    lines = [line.split("] ", 1)[1] for line in stream.getvalue().splitlines()]
+    assert [line.split(" (")[0] for line in lines] == [
+        "epoch 2/5: 32/96 items", "epoch 2/5: 64/96 items", "epoch 2/5: 96/96 items"
+    ]  # fmt: skip
+    assert "ETA" in lines[0] and "ETA" not in lines[-1]
