@@ -107,11 +107,22 @@ def plugins_command() -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--verbose", is_flag=True, help="Show tracebacks.")
 def demo_command(plugin_name: str, directory: Path, size: str, seed: int, verbose: bool) -> None:
-    """Write a generated sample dataset for PLUGIN into DIRECTORY."""
+    """Write a generated sample dataset for PLUGIN into DIRECTORY, with a README.md saying
+    what each file is for, and print the commands to run on it next."""
+    import shlex
+
+    from tl.core import write_text_atomic
     from tl.core.registry import load_plugin
 
-    root = load_plugin(plugin_name).demo(directory, size=size, seed=seed)
-    click.echo(str(root))
+    plugin = load_plugin(plugin_name)
+    root = Path(plugin.demo(directory, size=size, seed=seed))
+    guide = plugin.demo_guide(root)
+    made_by = f"tl demo {plugin.name} {shlex.quote(str(root))} --size {size} --seed {seed}"
+    title = f"{plugin.name} demo data (`{made_by}`)"
+    write_text_atomic(root / "README.md", guide.markdown(title))
+    click.echo(str(root))  # stdout's last line: the root, for scripts
+    steps = "\n".join(f"  {command}" for command in guide.commands)
+    click.echo(f"wrote {root / 'README.md'} (what each file is for); next:\n{steps}", err=True)
 
 
 cli.add_command(

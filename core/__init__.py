@@ -15,9 +15,9 @@ from .errors import ConfigError, DataError, ExportError, PluginError, TLError, W
 from .fileio import atomic_path, file_sha256, write_json_atomic, write_text_atomic
 from .inference import Batches, InputBatch, Skipped
 from .option_types import FRACTION, NON_NEGATIVE, OPEN_FRACTION, POSITIVE, FiniteRange
-from .plugin import API_VERSION, ExportSpec, Fitted, Plugin, ReportSection, TLData
+from .plugin import API_VERSION, DemoGuide, ExportSpec, Fitted, Plugin, ReportSection, TLData
 from .runtime import OnnxModel, load_onnx_model
-from .tables import iter_table, read_table, require_column
+from .tables import check_column_types, iter_table, name_list, read_table, require_column
 from .weights_file import plugin_weights_metadata, read_weights_metadata
 
 __version__ = "0.1.0"
@@ -61,6 +61,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "DataError",
+    "DemoGuide",
     "ExportError",
     "ExportSpec",
     "Fitted",
@@ -81,9 +82,11 @@ __all__ = [
     "WeightsError",
     "atomic_path",
     "file_sha256",
+    "check_column_types",
     "iter_table",
     "load_onnx_model",
     "option",
+    "name_list",
     "plugin_weights_metadata",
     "read_table",
     "read_weights_metadata",

@@ -26,6 +26,7 @@ interfere, because every fitted value travels as a value.
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -124,6 +125,38 @@ class ExportSpec:
     canonical: Callable[[str, Any], Any] | None = None
 
 
+@dataclass(frozen=True)
+class DemoGuide:
+    """What `tl demo` tells a newcomer about the data it generated: README.md and the
+    commands printed after the path.
+
+    ``files``: (path relative to the demo root, what it is for) — every top-level entry at
+    least, folders with a trailing ``/``; ``commands``: the next `tl` command lines, in order, as they
+    run from the folder `tl demo` ran in, with flags that work on this data; ``about``: a
+    paragraph on how the data was generated.
+    """
+
+    files: list[tuple[str, str]]
+    commands: list[str]
+    about: str = ""
+
+    @staticmethod
+    def latest_run(prefix: str, out: str = "runs") -> str:
+        """A shell word for the newest run directory ``OUT/PREFIX-<stamp>``."""
+        return f'"$(ls -d {shlex.quote(f"{out}/{prefix}-")}* | tail -1)"'
+
+    def markdown(self, title: str) -> str:
+        files = "\n".join(f"- `{path}` — {what}" for path, what in self.files)
+        commands = "\n".join(self.commands)
+        about = f"{self.about.strip()}\n\n" if self.about.strip() else ""
+        return (
+            f"# {title}\n\n{about}## Files\n\n{files}\n\n## Next\n\n"
+            "Run these from the folder you ran `tl demo` in; each `tl run` / `tl pretrain` "
+            "prints its run directory (under `runs/`) as its last line.\n\n"
+            f"```bash\n{commands}\n```\n"
+        )
+
+
 class Plugin:
     """Base class of every plugin. Override what your vertical needs.
 
@@ -156,6 +189,26 @@ class Plugin:
     def demo(self, out_dir: Path, size: str = "small", seed: int = 0) -> Path:
         """Write a realistic generated dataset in the plugin's formats; return its root."""
         raise NotImplementedError
+
+    def demo_guide(self, root: Path) -> DemoGuide:
+        """What `demo` wrote under ``root`` and the commands to run on it next (`tl demo`
+        writes ``root/README.md`` from it). Default: every top-level entry as generated
+        data, then `tl run` → `tl predict` on ``root``."""
+        root = Path(root)
+        files = [
+            (f"{p.name}/" if p.is_dir() else p.name, "generated data")
+            for p in sorted(root.iterdir())
+            if p.name != "README.md" and not p.name.startswith(".")
+        ]
+        data = shlex.quote(str(root))
+        return DemoGuide(
+            files=files,
+            commands=[
+                f"tl run {self.name} --data {data}",
+                f"tl predict {DemoGuide.latest_run(self.name)} --data {data} "
+                f"--out {self.name}-predictions.csv",
+            ],
+        )
 
     def load(self, path: Path, options: Config) -> TLData:
         """Read ``path`` into train/val/test splits (the plugin's own split rules)."""

@@ -15,6 +15,7 @@ from typing import Any
 
 from tl.core import (
     Config,
+    DemoGuide,
     ExportSpec,
     Fitted,
     OnnxModel,
@@ -76,6 +77,11 @@ class DrivingPlugin(Plugin):
         from .demo import write_demo
 
         return write_demo(Path(out_dir), size, seed)
+
+    def demo_guide(self, root: Path) -> DemoGuide:
+        from .demo_guide import guide
+
+        return guide(Path(root))
 
     def load(self, path: Path, options: Config) -> TLData:
         require_train_extra()

@@ -6,7 +6,7 @@ look-alikes (travellers, night owls, small online purchases) keep the task hones
 share of fraud follows no pattern at all. Two markets: a large unlabelled ``history``
 (Parquet) and a smaller, shifted, labelled ``new_market`` (CSV: other home country, price
 level and merchant mix, a new channel, a column added and one gone), plus ``today.csv``
-to score. No torch here.
+to score (`demo_guide.py` says so in the demo's README.md). No torch here.
 """
 
 from __future__ import annotations
@@ -72,7 +72,6 @@ def write_demo(out_dir: Path, size: str = "small", seed: int = 0) -> Path:
         history.drop(columns=["is_fraud"]).to_parquet(tmp, index=False)
     write_text_atomic(out_dir / "new_market.csv", market.to_csv(index=False))
     write_text_atomic(out_dir / "today.csv", today.to_csv(index=False))
-    write_text_atomic(out_dir / "README.md", _readme(len(history), len(market), len(today), seed))
     return out_dir
 
 
@@ -170,18 +169,3 @@ def generate(
         )
     frame["is_fraud"] = fraud.astype(np.int64)
     return frame.sort_values("ts", kind="stable").reset_index(drop=True)
-
-
-def _readme(n_history: int, n_market: int, n_today: int, seed: int) -> str:
-    return f"""# tl fraud demo data (generated, seed {seed})
-
-- `history.parquet` — {n_history:,} unlabelled transactions of the home market (DE):
-  pretrain on it with `tl pretrain fraud --data history.parquet`.
-- `new_market.csv` — {n_market:,} labelled transactions (`is_fraud`, about 1 %) of a shifted
-  market (BR: other price level and merchant mix, a new `wallet` channel, an `installments`
-  column, no `device_os`): `tl run fraud --data new_market.csv --target is_fraud --time-column ts`.
-- `today.csv` — {n_today:,} later transactions to score with `tl predict`.
-
-Fraud patterns: card-testing bursts of tiny online amounts, foreign country with a high
-amount, night-time e-commerce on a new device, and some fraud with no visible pattern.
-"""

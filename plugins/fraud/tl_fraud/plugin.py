@@ -24,7 +24,7 @@ from .runtime import ROW
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
-    from tl.core import Config, OnnxModel
+    from tl.core import Config, DemoGuide, OnnxModel
 
 BACKBONES = ("ft_transformer",)
 EXPORT_BATCH_ROWS = 2048
@@ -74,6 +74,11 @@ class FraudPlugin(Plugin):
         from .demo import write_demo
 
         return write_demo(Path(out_dir), size, seed)
+
+    def demo_guide(self, root: Path) -> DemoGuide:
+        from .demo_guide import guide
+
+        return guide(Path(root))
 
     def load(self, path: Path, options: Config) -> FraudData:
         from .data import TableDataset, collate_rows

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from tl.core import (
     Batches,
     Config,
+    DemoGuide,
     ExportSpec,
     Fitted,
     InputBatch,
@@ -54,6 +55,11 @@ class MedicalPlugin(Plugin):
         from .demo import write_demo
 
         return write_demo(Path(out_dir), size=size, seed=seed)
+
+    def demo_guide(self, root: Path) -> DemoGuide:
+        from .demo_guide import guide
+
+        return guide(Path(root))
 
     def load(self, path: Path, options: Config) -> TLData:
         from .loading import load_dataset

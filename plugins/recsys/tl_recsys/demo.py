@@ -133,7 +133,8 @@ def _next_item(
 
 
 def write_demo(out_dir: Path, size: str = "small", seed: int = 0) -> Path:
-    """Write market_a.csv, market_b.csv, recent.csv (new market-B users) and items.csv."""
+    """Write market_a.csv, market_b.csv and recent.csv (new market-B users). The model reads
+    item ids only, so the catalogue's categories and series stay inside the generator."""
     if size not in SIZES:
         raise ConfigError(f"unknown demo size '{size}'", "--size", "use small or full")
     spec = SIZES[size]
@@ -149,20 +150,10 @@ def write_demo(out_dir: Path, size: str = "small", seed: int = 0) -> Path:
     recent["timestamp"] = pd.to_datetime(recent["timestamp"], unit="s").dt.strftime(
         "%Y-%m-%d %H:%M:%S"
     )
-    items = pd.DataFrame(
-        {
-            "item_id": cat.ids,
-            "category": cat.category,
-            "series": cat.series,
-            "episode": cat.episode,
-            "market": cat.market,
-        }
-    )
     for name, frame in (
         ("market_a.csv", market_a),
         ("market_b.csv", market_b),
         ("recent.csv", recent.drop(columns="rating")),
-        ("items.csv", items),
     ):
         write_text_atomic(out_dir / name, frame.to_csv(index=False))
     return out_dir

@@ -22,7 +22,15 @@ from .ranking import PROTOCOL, rank_metrics
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
-    from tl.core import Config, ExportSpec, InputBatch, OnnxModel, Skipped, TLData
+    from tl.core import (
+        Config,
+        DemoGuide,
+        ExportSpec,
+        InputBatch,
+        OnnxModel,
+        Skipped,
+        TLData,
+    )
 
 BACKBONES = ("sasrec",)
 #: option name → `SASRecConfig` field saved in a weights file's metadata
@@ -54,6 +62,11 @@ class RecsysPlugin(Plugin):
         from .demo import write_demo
 
         return write_demo(Path(out_dir), size, seed)
+
+    def demo_guide(self, root: Path) -> DemoGuide:
+        from .demo_guide import guide
+
+        return guide(Path(root))
 
     def load(self, path: Path, options: Config) -> TLData:
         from .training import collate  # torch: only the training path loads data for batching
