@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tl.core import Config, Fitted, RunConfig
+from tl.core import Config, Fitted, RunConfig, seed_everything
 from tl.core.backbones import BackboneSpec
 from tl.core.checkpoints import save_backbone
 from tl.core.config import resolve_config
@@ -34,6 +34,7 @@ def pretrain_config(path: Path, **values: Any) -> Config:
 
 
 def pretrain(plugin, options: Config, out: Path) -> Path:
+    seed_everything(int(options["seed"]))  # the result must not depend on the tests before
     task = plugin.pretrain_task(BackboneSpec("ft_transformer"), Path(options["data"]), options)
     plan = build_plan(task.model, options)
     trainer = Trainer(train_config(options), pretrain_as_task(task, plugin), out, tensorboard=False)
@@ -44,6 +45,7 @@ def pretrain(plugin, options: Config, out: Path) -> Path:
 def finetune(plugin, data, options: Config, out: Path) -> tuple[Any, Fitted, dict[str, list[Any]]]:
     """Build (and load ``options["weights"]`` into) the model, train it, finalize; return
     (model, fitted, the val/test outputs)."""
+    seed_everything(int(options["seed"]))  # as `tl run` does: init independent of test order
     model, plan, _ = build_and_load(plugin, data, options, options["weights"])
     trainer = Trainer(
         train_config(options),
