@@ -53,6 +53,8 @@ _LAZY = {
     "grad_cam": "gradcam",
     "ProgressReporter": "progress",
     "Throughput": "progress",
+    "Callback": "callbacks",
+    "FitState": "callbacks",
 }
 
 __all__ = [

@@ -9,7 +9,7 @@ comes back as a `tl.core.plugin.Fitted`, so variants cannot overwrite each other
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -120,10 +120,12 @@ def train_variant(
     name: str = "main",
     resume: bool = False,
     task: Callable[[Task, Any], Task] | None = None,
+    callbacks: Sequence[Any] = (),
 ) -> Variant:
     """Build, load and train one model of the run in ``run_dir`` (a variant's own folder).
 
-    ``task`` maps the plugin's task to the one to train (adversarial, distillation)."""
+    ``task`` maps the plugin's task to the one to train (adversarial, distillation);
+    ``callbacks`` (`tl.core.Callback`) run after the trainer's own ones."""
     seed_everything(int(config["seed"]))
     model, plan, loaded = build_and_load(plugin, data, config, config["weights"], reporter)
     trainable, total = parameter_counts(model)
@@ -147,6 +149,7 @@ def train_variant(
             "weights_meta": plugin.weights_metadata(model, data),
         },
         tensorboard=name == "main",
+        callbacks=callbacks,
     )
     context = FitContext.for_data(
         trainer,
@@ -179,10 +182,18 @@ def evaluate_variant(plugin: Plugin, data: TLData, variant: Variant) -> Evaluati
 
 
 def run_plugin(
-    plugin: Plugin, options: dict[str, Any], reporter: ProgressReporter | None = None
+    plugin: Plugin,
+    options: dict[str, Any],
+    reporter: ProgressReporter | None = None,
+    callbacks: Sequence[Any] = (),
+    run_dir: Path | None = None,
 ) -> Path:
     """The whole `tl run`; returns the run directory. ``options``: flag values (None = not
-    given) plus ``config`` (a YAML file) and ``resume`` (a run directory)."""
+    given) plus ``config`` (a YAML file) and ``resume`` (a run directory).
+
+    ``callbacks`` (`tl.core.Callback`) see the main model's training (e.g. a tuner's pruner,
+    experiment tracking); ``run_dir``: a fresh directory to use instead of ``out/PLUGIN-time``
+    (created here; it must not exist yet)."""
     flags = dict(options)
     resume_dir = flags.pop("resume", None)
     config = resolve_run_config(plugin, flags, resume_dir)
@@ -194,19 +205,31 @@ def run_plugin(
         if dist.is_main():
             remove_stale_temp_files(run_dir)
     elif dist.is_main():
-        run_dir = make_run_dir(Path(config["out"]), plugin.name)
+        run_dir = _fresh_dir(run_dir) if run_dir else make_run_dir(Path(config["out"]), plugin.name)
         write_config(run_dir, plugin, config)
     run_dir = Path(dist.broadcast(str(run_dir) if dist.is_main() else None))
     if not dist.is_main():  # rank 0 logs and writes; the other ranks only train
-        _train_only(plugin, data, config, run_dir, bool(resume_dir))
+        _train_only(plugin, data, config, run_dir, bool(resume_dir), callbacks)
     else:
         reporter = reporter or ProgressReporter()
         reporter.log_file = run_dir / "log.txt"
         with run_status(run_dir, plugin, config):
-            _run_main(plugin, data, config, run_dir, reporter, bool(resume_dir))
+            _run_main(plugin, data, config, run_dir, reporter, bool(resume_dir), callbacks)
     if owns_group:
         dist.cleanup()
     return run_dir
+
+
+def _fresh_dir(path: Path) -> Path:
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.mkdir()
+    except FileExistsError as exc:
+        raise ConfigError("the run directory exists", path, "pick a new one") from exc
+    except OSError as exc:
+        raise ConfigError("cannot create the run directory", path, "pick a writable --out") from exc
+    return path
 
 
 def _run_main(
@@ -216,6 +239,7 @@ def _run_main(
     run_dir: Path,
     reporter: ProgressReporter,
     resume: bool,
+    callbacks: Sequence[Any] = (),
 ) -> None:
     if dist.is_distributed():
         reporter.log(f"distributed: {dist.world_size()} processes")
@@ -226,8 +250,9 @@ def _run_main(
     reporter.log(f"data: {counts['n_train']} train, {counts['n_val']} val, {counts['n_test']} test")
 
     main = train_variant(
-        plugin, data, config, run_dir, reporter, resume=resume, task=_task(plugin, config)
-    )
+        plugin, data, config, run_dir, reporter, resume=resume, task=_task(plugin, config),
+        callbacks=callbacks,
+    )  # fmt: skip
     result = evaluate_variant(plugin, data, main)
     metrics_json: dict[str, Any] = {
         "plugin": plugin.name,
@@ -339,10 +364,18 @@ def _adversarial(
     return result
 
 
-def _train_only(plugin: Plugin, data: TLData, config: Config, run_dir: Path, resume: bool) -> None:
+def _train_only(
+    plugin: Plugin,
+    data: TLData,
+    config: Config,
+    run_dir: Path,
+    resume: bool,
+    callbacks: Sequence[Any] = (),
+) -> None:
     """A non-zero rank's part of `tl run`: the same training steps, nothing written."""
     quiet = ProgressReporter(enabled=False)
-    train_variant(plugin, data, config, run_dir, quiet, resume=resume, task=_task(plugin, config))
+    train_variant(plugin, data, config, run_dir, quiet, resume=resume, task=_task(plugin, config),
+                  callbacks=callbacks)  # fmt: skip
     if config["compare_scratch"]:
         train_variant(plugin, data, config.replace(weights="none"), run_dir / "scratch", quiet,
                       name="scratch", resume=resume, task=_task(plugin, config))  # fmt: skip
