@@ -49,6 +49,9 @@ class PluginCommands(click.Group):
 
 def _plugin_command(plugin: Any, action: str) -> click.Command:
     def callback(**options: Any) -> None:
+        from tl.core.requirements import require_training
+
+        require_training(plugin, action)  # before anything imports torch
         from tl.core.progress import ProgressReporter
         from tl.core.run import pretrain_plugin, run_plugin
 
@@ -155,6 +158,9 @@ cli.add_command(
 @click.option("--verbose", is_flag=True, help="Show tracebacks on errors.")
 def distill_command(run_dir: Path, **options: Any) -> None:
     """Distill a finished image classification run into a smaller student backbone."""
+    from tl.core.requirements import require_training
+
+    require_training(_run_plugin_name(run_dir), "distill")
     from tl.core.distill import distill_run
     from tl.core.progress import ProgressReporter
 
@@ -162,9 +168,21 @@ def distill_command(run_dir: Path, **options: Any) -> None:
     click.echo(str(distill_run(run_dir, options, ProgressReporter())))
 
 
+def _run_plugin_name(run_dir: Path) -> str:
+    """The plugin a run directory was made by (``config.yaml``), or ``"<plugin>"``."""
+    import yaml
+
+    try:
+        return str(yaml.safe_load((Path(run_dir) / "config.yaml").read_text())["plugin"])
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return "<plugin>"
+
+
+from .export_command import export_command  # noqa: E402
 from .runtime_commands import evaluate_command, predict_command  # noqa: E402
 
 cli.add_command(predict_command)
+cli.add_command(export_command)
 cli.add_command(evaluate_command)
 
 

@@ -214,10 +214,15 @@ def evaluate(
     reporter: ProgressReporter | None = None,
 ) -> dict[str, Any]:
     """Metrics of the model on labelled ``path``: the plugin's ``score`` of every decoded row
-    (and each batch's ``extra``), plus ``skipped``: the number of unreadable items."""
+    (and each batch's ``extra``), plus ``skipped``: the number of unreadable items, and
+    ``overlap``: how many evaluated items the run trained or validated on (by content; a
+    warning on stderr when any did)."""
     import pandas as pd
 
+    from .overlap import OverlapCounter
+
     reporter = reporter or ProgressReporter()
+    overlap = OverlapCounter(model)
     skips = _Skips(bool(options.get("skip_bad")), plugin.item_noun)
     frames: list[pd.DataFrame] = []
     extras: list[Any] = []
@@ -230,6 +235,7 @@ def evaluate(
                 progress.add(1)
                 continue
             frames.append(_decode(plugin, model, entry, options))
+            overlap.add(entry.inputs)
             extras.append(entry.extra)
             read += len(entry.items)
             progress.add(len(entry.items))
@@ -238,5 +244,9 @@ def evaluate(
     rows = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     metrics = dict(plugin.score(model, rows, extras, options))
     metrics["skipped"] = skips.count
+    if overlap.summary() is not None:
+        metrics["overlap"] = overlap.summary()
     skips.report(reporter.stream)
+    if overlap.warning():
+        print(overlap.warning(), file=reporter.stream, flush=True)
     return metrics

@@ -184,6 +184,9 @@ class Plugin:
     options_type: type | None = None
     pretrain_options_type: type | None = None
     predict_options_type: type | None = None
+    #: modules training needs beyond the core's `tl[train]` (e.g. ``("torchmetrics",)``);
+    #: `tl run` / `tl pretrain` check them before loading data
+    train_modules: tuple[str, ...] = ()
 
     # ---------------------------------------------------------------- data
     def demo(self, out_dir: Path, size: str = "small", seed: int = 0) -> Path:

@@ -20,12 +20,13 @@ from . import distributed as dist
 from .backbones import BackboneSpec, load_tl_weights
 from .config import Config
 from .errors import ConfigError
-from .export import export_onnx
 from .fileio import write_json_atomic, write_text_atomic
-from .plugin import ExportSpec, Fitted, Plugin, TLData
+from .lr_finder import lr_find_sections, resolve_lr
+from .plugin import Fitted, Plugin, TLData
 from .progress import ProgressReporter
 from .report import write_report
 from .run_config import resolve_run_config, train_config
+from .run_export import export_run, record_run_fingerprints, summary_line
 from .rundir import (
     data_fingerprint,
     make_run_dir,
@@ -37,6 +38,7 @@ from .rundir import (
 from .seeding import seed_everything
 from .strategies import FitContext, StrategyPlan, build_plan, parameter_counts
 from .task import Task, plugin_task
+from .tracking import track_run
 from .trainer import FitResult, Trainer
 
 
@@ -209,12 +211,14 @@ def run_plugin(
         write_config(run_dir, plugin, config)
     run_dir = Path(dist.broadcast(str(run_dir) if dist.is_main() else None))
     if not dist.is_main():  # rank 0 logs and writes; the other ranks only train
+        config = resolve_lr(plugin, data, config, run_dir, None, build_and_load)
         _train_only(plugin, data, config, run_dir, bool(resume_dir), callbacks)
     else:
         reporter = reporter or ProgressReporter()
         reporter.log_file = run_dir / "log.txt"
-        with run_status(run_dir, plugin, config):
-            _run_main(plugin, data, config, run_dir, reporter, bool(resume_dir), callbacks)
+        with run_status(run_dir, plugin, config), track_run(plugin, config, run_dir, reporter) as t:
+            config = resolve_lr(plugin, data, config, run_dir, reporter, build_and_load)
+            _run_main(plugin, data, config, run_dir, reporter, bool(resume_dir), [*callbacks, *t])
     if owns_group:
         dist.cleanup()
     return run_dir
@@ -291,11 +295,12 @@ def _run_main(
         {"backbone": config["backbone"], "strategy": config["strategy"]},
     )  # fmt: skip
     write_json_atomic(run_dir / "metrics.json", metrics_json)
+    record_run_fingerprints(plugin, data, config, run_dir, reporter)
 
     from .adversarial import report_sections
 
     sections = list(plugin.report(run_dir, metrics_json, data, main.model, result.fitted) or [])
-    sections += report_sections(metrics_json)
+    sections += report_sections(metrics_json) + lr_find_sections(run_dir)
     write_report(run_dir, plugin, config, metrics_json, main.fit.history, data, main.info,
                  sections, scratch_history)  # fmt: skip
     write_manifest(
@@ -307,7 +312,7 @@ def _run_main(
             "wall_seconds": round(time.time() - started, 2),
         },
     )
-    reporter.log(_summary_line(plugin, metrics_json))
+    reporter.log(summary_line(plugin, metrics_json))
 
 
 def _task(plugin: Plugin, config: Config) -> Callable[[Task, Any], Task] | None:
@@ -379,48 +384,6 @@ def _train_only(
     if config["compare_scratch"]:
         train_variant(plugin, data, config.replace(weights="none"), run_dir / "scratch", quiet,
                       name="scratch", resume=resume, task=_task(plugin, config))  # fmt: skip
-
-
-def export_run(
-    plugin: Plugin,
-    model: Any,
-    data: TLData,
-    result: Evaluation,
-    run_dir: Path,
-    reporter: ProgressReporter,
-    meta: dict[str, Any],
-) -> tuple[dict[str, Any], ExportSpec]:
-    """Write test_predictions.csv and model.onnx (tl metadata: core fields, ``meta``, the
-    fitted export values, the plugin's own); return the parity figures and the spec."""
-    predictions = plugin.predictions(result.test_outputs, data, result.fitted)
-    if predictions is not None:
-        write_text_atomic(run_dir / "test_predictions.csv", predictions.to_csv(index=False))
-    reporter.log("exporting ONNX and checking parity with PyTorch")
-    spec = plugin.export_spec(model.cpu().eval(), data, result.fitted, run_dir)
-    core_meta = {
-        "plugin": plugin.name,
-        "plugin_version": plugin.version,
-        "api_version": plugin.api_version,
-        "task": data.task or plugin.task,
-        **meta,
-        "labels": data.labels,
-        **dict(result.fitted.export),
-        **spec.metadata,
-    }
-    parity = export_onnx(spec, run_dir / "model.onnx", core_meta)
-    agreement = "n/a" if parity["agreement"] is None else f"{parity['agreement']:.3f}"
-    reporter.log(f"ONNX parity: max abs diff {parity['max_abs_diff']:.2e}, agreement {agreement}")
-    return parity, spec
-
-
-def _summary_line(plugin: Plugin, metrics: dict[str, Any]) -> str:
-    keys = [plugin.monitor] + [
-        k
-        for k in ("accuracy", "macro_f1", "auroc", "average_precision", "ndcg@10", "map50")
-        if k != plugin.monitor
-    ]
-    shown = [f"{k}={metrics[k]:.4f}" for k in keys if isinstance(metrics.get(k), float)]
-    return "test: " + " ".join(shown)
 
 
 def pretrain_plugin(

@@ -215,3 +215,28 @@ def test_a_plugin_without_read_batches_still_predicts(toy_run, toy_data, tmp_pat
                          "--out", str(out))  # fmt: skip
     assert code == 0, stderr
     assert len(read_output(out)) == 7 and "7 predictions → " in stderr
+
+
+def test_fingerprints_match_equal_rows_and_only_them(tmp_path):
+    import numpy as np
+    import pandas as pd
+    from tl.core.overlap import FILE, OverlapCounter, row_fingerprints
+
+    inputs = {"x": np.arange(12, dtype=np.float32).reshape(4, 3), "s": np.array(list("abca"))}
+    prints = row_fingerprints(inputs)
+    assert len(set(prints)) == 4  # row 0 and row 3 share "a" but not x
+    assert row_fingerprints({"s": inputs["s"], "x": inputs["x"].copy()}) == prints
+    pd.DataFrame({"fingerprint": prints[:2], "split": ["train", "val"]}).to_parquet(
+        tmp_path / FILE
+    )
+
+    class Model:
+        path = tmp_path / "model.onnx"
+
+    counter = OverlapCounter(Model())
+    counter.add(inputs)
+    assert counter.summary() == {"train": 1, "val": 1, "evaluated": 4}
+    assert "1 in its train split and 1 in its val split" in counter.warning()
+    fresh = OverlapCounter(Model())
+    fresh.add({"x": inputs["x"] + 100, "s": inputs["s"]})
+    assert fresh.summary()["train"] == 0 and fresh.warning() is None

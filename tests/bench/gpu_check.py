@@ -9,6 +9,10 @@
    images/s from the epochs after the first (warm-up, cudnn autotuning excluded).
 2. Export to ONNX with parity checked (`tl.core.export.export_onnx`).
 3. onnxruntime throughput with the CUDA provider and IO binding (`tl.core.runtime`).
+4. The fp16 variant (`tl.core.half.convert`, what `tl export --precision fp16` writes) on the
+   CUDA provider: its probabilities against the fp32 model's on the same provider (max
+   absolute difference; top-1 agreement, informative only: a random-label model has near
+   ties) and its throughput.
 
 Prints one JSON line and exits 0; without a GPU it says so in that line and exits 0.
 Sized to finish in well under 5 minutes on one modern GPU.
@@ -69,11 +73,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         onnx_model = load_onnx_model(onnx_path, device="cuda")
         record["ort_providers"] = onnx_model.providers
         record["ort_images_per_second"] = round(ort_throughput(onnx_model, args), 1)
+        record.update(fp16_check(onnx_model, onnx_path, args, work))
     record["total_seconds"] = round(time.time() - started, 1)
     record["ok"] = (
         record["train_images_per_second"] > 0
         and record["ort_providers"][0] != "CPUExecutionProvider"
         and record["onnx_max_abs_diff"] < 1e-2
+        and record["fp16_providers"][0] != "CPUExecutionProvider"
+        and record["fp16_max_abs_diff"] < 1e-2
     )
     print(json.dumps(record))
     return record
@@ -186,6 +193,37 @@ def export(model, args: argparse.Namespace, work: Path):
     path = work / "model.onnx"
     parity = export_onnx(spec, path, {"plugin": "bench", "backbone": args.backbone})
     return path, parity
+
+
+def fp16_check(fp32_model, fp32_path: Path, args: argparse.Namespace, work: Path):
+    """fp16 vs fp32 on the CUDA provider: the verification `tl export --precision fp16`
+    reports as "not verified here" on a machine without a GPU."""
+    import numpy as np
+    from tl.core.half import convert
+    from tl.core.runtime import load_onnx_model
+    from tl.core.variant_eval import stamp_variant
+
+    half_path = work / "model.fp16.onnx"
+    convert(fp32_path, half_path)
+    stamp_variant(fp32_path, half_path, "fp16")
+    half = load_onnx_model(half_path, device="cuda")
+    size = args.image_size
+    rng = np.random.default_rng(2)
+    worst, agree, total = 0.0, 0, 0
+    for _ in range(4):
+        batch = rng.integers(0, 256, (args.ort_batch, 3, size, size), dtype=np.uint8)
+        ref = fp32_model.run({"image": batch})["probabilities"]
+        out = half.run({"image": batch})["probabilities"]
+        worst = max(worst, float(np.abs(ref - out.astype(np.float32)).max()))
+        agree += int((ref.argmax(1) == out.argmax(1)).sum())
+        total += len(batch)
+    return {
+        "fp16_providers": half.providers,
+        "fp16_max_abs_diff": round(worst, 6),
+        "fp16_top1_agreement": round(agree / total, 4),
+        "fp16_size_ratio": round(half_path.stat().st_size / fp32_path.stat().st_size, 4),
+        "fp16_images_per_second": round(ort_throughput(half, args), 1),
+    }
 
 
 def ort_throughput(onnx_model, args: argparse.Namespace) -> float:
