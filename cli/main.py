@@ -155,6 +155,7 @@ cli.add_command(
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Device.")
 @click.option("--data", type=click.Path(path_type=Path), help="Where the teacher's data lives now.")
 @click.option("--out", type=click.Path(path_type=Path), help="Parent of the run directory.")
+@click.option("--track", type=click.Choice(["none", "mlflow"]), help="Experiment tracking.")
 @click.option("--verbose", is_flag=True, help="Show tracebacks on errors.")
 def distill_command(run_dir: Path, **options: Any) -> None:
     """Distill a finished image classification run into a smaller student backbone."""
@@ -180,9 +181,14 @@ def _run_plugin_name(run_dir: Path) -> str:
 
 from .export_command import export_command  # noqa: E402
 from .runtime_commands import evaluate_command, predict_command  # noqa: E402
+from .tune_command import tune_group  # noqa: E402
+
+cli.add_command(tune_group)
+from .serve_command import serve_command  # noqa: E402
 
 cli.add_command(predict_command)
 cli.add_command(export_command)
+cli.add_command(serve_command)
 cli.add_command(evaluate_command)
 
 

@@ -27,6 +27,7 @@ _LAZY = {
     "BackboneSpec": "backbones",
     "create_backbone": "backbones",
     "check_model_name": "backbones",
+    "load_tl_weights": "backbones",
     "ClassifierModel": "models",
     "seed_everything": "seeding",
     "PretrainTask": "pretrain",
@@ -55,6 +56,8 @@ _LAZY = {
     "Throughput": "progress",
     "Callback": "callbacks",
     "FitState": "callbacks",
+    "ComposedExportSpec": "export",
+    "input_entry": "export",
 }
 
 __all__ = [

@@ -47,6 +47,7 @@ from .rundir import (
 from .seeding import seed_everything
 from .strategies import build_plan, parameter_counts
 from .task import Task, plugin_task
+from .tracking import track_run
 from .trainer import Trainer
 
 #: flags of `tl distill` that override the teacher's options when given
@@ -178,6 +179,7 @@ def distill_run(
         "compare_scratch": False,
         "adversarial": None,
         "out": str(flags.get("out") or teacher_cfg["out"]),
+        "track": flags.get("track") or teacher_cfg.get("track", "none"),
         **{k: flags[k] for k in TRAIN_KEYS if flags.get(k) is not None},
     }
     if flags.get("data"):
@@ -199,13 +201,14 @@ def distill_run(
     reporter.log_file = run_dir / "log.txt"
     reporter.log(f"run directory {run_dir}")
     reporter.log(f"distilling {teacher_cfg['backbone']} ({teacher_dir.name}) into {student_name}")
-    with run_status(run_dir, plugin, options):
+    with run_status(run_dir, plugin, options), track_run(plugin, options, run_dir, reporter,
+                                                         "distill") as tracked:  # fmt: skip
         return _distill(plugin, data, teacher_cfg, options, files, teacher_metrics, distill_info,
-                        run_dir, reporter)  # fmt: skip
+                        run_dir, reporter, tracked)  # fmt: skip
 
 
 def _distill(plugin, data, teacher_cfg, options, files, teacher_metrics, distill_info, run_dir,
-             reporter) -> Path:  # fmt: skip
+             reporter, callbacks=()) -> Path:  # fmt: skip
     from .run import Variant, evaluate_variant, export_run
     from .run_config import train_config
     from .trainer import FitResult
@@ -240,6 +243,7 @@ def _distill(plugin, data, teacher_cfg, options, files, teacher_metrics, distill
             "labels": data.labels,
             "weights_meta": plugin.weights_metadata(student, data),
         },
+        callbacks=callbacks,
     )
     fit = trainer.fit(student, plan, data.train, data.val, data.collate)
     write_text_atomic(run_dir / "history.csv", pd.DataFrame(fit.history).to_csv(index=False))

@@ -14,7 +14,9 @@ import io
 import json
 import time
 import warnings
+from collections.abc import Callable
 from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,36 @@ from .runtime import METADATA_KEY
 
 OPSET = 18
 _STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+#: what a graph input carries, as listed in ``metadata["inputs"]``
+INPUT_TYPES = ("number", "string", "boolean", "datetime", "image")
+
+
+@dataclass
+class ComposedExportSpec(ExportSpec):
+    """An `ExportSpec` whose exported torch graph is wrapped into the deployed one.
+
+    ``compose(torch_graph)`` returns the graph that is saved: e.g. a preprocessing graph
+    (vocabulary lookups on string inputs, datetime parts) in front of the torch graph and a
+    decision after it, so that the file takes the raw inputs a deployer has. ``onnx_batches``
+    are the same rows as ``batches`` as that graph takes them (raw), fed to onnxruntime while
+    torch gets ``batches``: parity then covers the composed graph end to end. Outputs are
+    compared by name; outputs only one side has (a decision, string ids) are not compared.
+    """
+
+    compose: Callable[[Any], Any] | None = None
+    onnx_batches: list[dict[str, Any]] | None = None
+
+
+def input_entry(
+    name: str, input_type: str, column: str | None = None, **details: Any
+) -> dict[str, Any]:
+    """One entry of ``metadata["inputs"]``: the graph input ``name``, the ``column`` (or
+    field) of the data it comes from, its ``type`` (one of `INPUT_TYPES`) and any details
+    (dtype, missing value, shape …)."""
+    if input_type not in INPUT_TYPES:
+        raise ValueError(f"input type {input_type!r} is not one of {INPUT_TYPES}")
+    column = name if column is None else column
+    return {"name": name, "column": column, "type": input_type, **details}
 
 
 def export_onnx(spec: ExportSpec, path: Path, metadata: dict[str, Any]) -> dict[str, Any]:
@@ -39,6 +71,7 @@ def export_onnx(spec: ExportSpec, path: Path, metadata: dict[str, Any]) -> dict[
         try:
             with atomic_path(path) as tmp:
                 _run_exporter(exporter, module, example, spec, tmp)
+                _compose(tmp, spec)
                 _write_metadata(tmp, {**metadata, "exporter": exporter, "opset": OPSET})
                 parity = check_parity(tmp, spec)
         except ExportError:
@@ -107,10 +140,42 @@ def _run_exporter(exporter: str, module, example, spec: ExportSpec, target: Path
             )
 
 
+def _compose(path: Path, spec: ExportSpec) -> None:
+    compose = getattr(spec, "compose", None)
+    if compose is None:
+        return
+    import onnx
+
+    model = compose(onnx.load(str(path)))
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+def check_inputs(model: Any, metadata: dict[str, Any], where: Path | str = "export") -> None:
+    """``metadata["inputs"]`` (when there) lists every graph input in order, with a type."""
+    entries = metadata.get("inputs")
+    if entries is None:
+        return
+    graph_inputs = [i.name for i in model.graph.input]
+    named = [e.get("name") for e in entries] if isinstance(entries, list) else None
+    problem = None
+    if named is None or not all(isinstance(e, dict) for e in entries):
+        problem = "metadata 'inputs' is not a list of objects"
+    elif named != graph_inputs:
+        problem = f"metadata 'inputs' names {named}, the graph takes {graph_inputs}"
+    else:
+        bad = [e for e in entries if e.get("type") not in INPUT_TYPES or "column" not in e]
+        if bad:
+            problem = f"metadata 'inputs' entry {bad[0]} lacks a column or a type in {INPUT_TYPES}"
+    if problem:
+        raise ExportError(problem, where, "report this bug: the plugin describes its inputs wrong")
+
+
 def _write_metadata(path: Path, metadata: dict[str, Any]) -> None:
     import onnx
 
     model = onnx.load(str(path))
+    check_inputs(model, metadata, path)
     del model.metadata_props[:]
     entry = model.metadata_props.add()
     entry.key = METADATA_KEY
@@ -127,11 +192,14 @@ def check_parity(onnx_path: Path, spec: ExportSpec) -> dict[str, Any]:
     options.log_severity_level = 3
     session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
     compare = spec.compare or spec.output_names
+    ort_names = [o.name for o in session.get_outputs()]
+    onnx_batches = getattr(spec, "onnx_batches", None) or spec.batches
     max_diff, agree, total, rows, seconds = 0.0, 0, 0, 0, 0.0
-    for batch in spec.batches:
+    for batch, onnx_batch in zip(spec.batches, onnx_batches, strict=True):
         feeds = {name: np.ascontiguousarray(batch[name]) for name in spec.input_names}
+        ort_feeds = {i.name: onnx_batch[i.name] for i in session.get_inputs()}
         t0 = time.perf_counter()
-        ort_out = dict(zip(spec.output_names, session.run(None, feeds), strict=True))
+        ort_out = dict(zip(ort_names, session.run(None, ort_feeds), strict=True))
         seconds += time.perf_counter() - t0
         with torch.inference_mode():
             torch_out = spec.module(*(torch.from_numpy(feeds[n]) for n in spec.input_names))

@@ -349,3 +349,34 @@ class Plugin:
     def pretrain_task(self, spec: Any, path: Path, options: Config) -> Any:
         """For ``tl pretrain``: a `tl.core.pretrain.PretrainTask` (model, data, steps)."""
         raise NotImplementedError
+
+    # -------------------------------------------------------------- tuning
+    def search_space(self, options: Config) -> dict[str, Any]:
+        """`tl tune`'s default search space (``options``: the resolved options every trial
+        starts from); ``--space FILE.yaml`` replaces it. Plain data in the form of
+        `tl.core.tuning.space`: ``{option: {"type": "float" | "int" | "categorical", "low",
+        "high", "log", "step", "choices", "when": {option: values}}}``.
+
+        Default: peak LR and weight decay (log scale), dropout, label smoothing; with
+        pretrained weights (not ``--weights none``) also the strategy among linear,
+        partial:2, full and llrd (then its layer decay), and lora (then its rank) where the
+        plugin offers LoRA. Override it to add the plugin's own knobs (``super()`` and
+        edit) or to drop what its models ignore."""
+        from .options import plugin_groups
+
+        space: dict[str, Any] = {
+            "lr": {"type": "float", "low": 1e-5, "high": 1e-2, "log": True},
+            "weight_decay": {"type": "float", "low": 1e-6, "high": 0.1, "log": True},
+            "dropout": {"type": "float", "low": 0.0, "high": 0.5},
+            "label_smoothing": {"type": "float", "low": 0.0, "high": 0.2},
+        }
+        if str(options.get("weights", "hub")) != "none":
+            lora = "lora" in plugin_groups(self)
+            strategies = ["linear", "partial:2", "full", "llrd"] + (["lora"] if lora else [])
+            space["strategy"] = {"type": "categorical", "choices": strategies}
+            space["layer_decay"] = {"type": "float", "low": 0.5, "high": 0.95,
+                                    "when": {"strategy": "llrd"}}  # fmt: skip
+            if lora:
+                space["lora_rank"] = {"type": "int", "low": 4, "high": 32, "log": True,
+                                      "when": {"strategy": "lora"}}  # fmt: skip
+        return space

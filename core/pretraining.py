@@ -16,6 +16,7 @@ from .rundir import data_fingerprint, make_run_dir, run_status, write_config, wr
 from .seeding import seed_everything
 from .strategies import build_plan
 from .task import pretrain_as_task
+from .tracking import track_run
 from .trainer import Trainer
 
 
@@ -33,7 +34,8 @@ def pretrain_plugin(
     write_config(run_dir, plugin, config)
     reporter = reporter or ProgressReporter()
     reporter.log_file = run_dir / "log.txt"
-    with run_status(run_dir, plugin, config):
+    with run_status(run_dir, plugin, config), track_run(plugin, config, run_dir, reporter,
+                                                        "pretrain") as tracked:  # fmt: skip
         if spec.tl_weights is not None:
             load_tl_weights(task.model, spec.tl_weights)
         plan = build_plan(task.model, config.replace(strategy="full"))
@@ -47,6 +49,7 @@ def pretrain_plugin(
                 "backbone": config["backbone"],
                 "weights_meta": task.metadata,
             },
+            callbacks=tracked,
         )
         val = task.val if task.val is not None and len(task.val) else task.train
         fit = trainer.fit(task.model, plan, task.train, val, task.collate)

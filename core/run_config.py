@@ -23,7 +23,8 @@ def resolve_run_config(
     flags.pop("verbose", None)
     config_file = flags.pop("config", None)
     if not resume_dir:
-        return resolve_config(plugin, flags, Path(config_file) if config_file else None, command)
+        config = resolve_config(plugin, flags, Path(config_file) if config_file else None, command)
+        return _checked(config, command)
     run_dir = Path(resume_dir)
     if not (run_dir / "config.yaml").exists():
         raise ConfigError("not a tl run directory", run_dir, "pass the folder printed by `tl run`")
@@ -37,7 +38,21 @@ def resolve_run_config(
         )
     saved["plugin"] = plugin.name
     device = flags.get("device")
-    return resolve_config(plugin, {"device": device}, None, command, saved=saved)
+    return _checked(resolve_config(plugin, {"device": device}, None, command, saved=saved), command)
+
+
+def _checked(config: Config, command: str) -> Config:
+    """Refuse, before any data loads, what cannot run: ``--lr find`` outside `tl run`,
+    ``--track mlflow`` without MLflow installed."""
+    if config["lr"] == "find" and command != "run":
+        raise ConfigError(
+            "--lr find is for `tl run`", f"tl {command}", "give a number, e.g. --lr 1e-3"
+        )
+    if config.get("track") == "mlflow":
+        from .tracking import require_mlflow
+
+        require_mlflow(load=False)
+    return config
 
 
 def _manifest_plugin(run_dir: Path) -> str | None:

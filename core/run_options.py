@@ -4,11 +4,30 @@ defaults in one place (plugins add their own dataclass)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import click
 
 from .option_types import FRACTION, NON_NEGATIVE, OPEN_FRACTION, POSITIVE, FiniteRange
 from .options import COMMANDS, option
+
+
+class LearningRate(click.ParamType):
+    """A positive finite number, or ``find`` (`tl.core.lr_finder`: a range test picks it)."""
+
+    name = "lr"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        if isinstance(value, str) and value.strip().lower() == "find":
+            return "find"
+        try:
+            float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is neither a number nor 'find'", param, ctx)
+        return POSITIVE.convert(value, param, ctx)
+
+    def get_metavar(self, param: Any, ctx: Any = None) -> str:
+        return "NUMBER|find"
 
 
 @dataclass(frozen=True)
@@ -31,7 +50,12 @@ class RunConfig:
     )
     epochs: int = option(10, "Maximum epochs.", type=click.IntRange(min=1), commands=COMMANDS)
     batch_size: int = option(32, "Batch size.", type=click.IntRange(min=1), commands=COMMANDS)
-    lr: float = option(1e-3, "Peak learning rate.", type=POSITIVE, commands=COMMANDS)
+    lr: float | str = option(
+        1e-3,
+        "Peak learning rate, or `find`: a short LR range test picks it (tl run only).",
+        type=LearningRate(),
+        commands=COMMANDS,
+    )
     weight_decay: float = option(0.05, "Weight decay.", type=NON_NEGATIVE, commands=COMMANDS)
     optimizer: str = option(
         "adamw", "Optimizer.", type=click.Choice(["adamw", "sgd"]), commands=COMMANDS
@@ -106,6 +130,13 @@ class RunConfig:
     )
     skip_bad: bool = option(
         False, "Skip (and count) corrupt items instead of failing.", flag=True, commands=COMMANDS
+    )
+    track: str = option(
+        "none",
+        "Experiment tracking: mlflow logs params, per-epoch metrics and artifacts "
+        "(MLFLOW_TRACKING_URI, else MLflow's default; needs `pip install \"tl[mlflow]\"`).",
+        type=click.Choice(["none", "mlflow"]),
+        commands=COMMANDS,
     )
     adversarial: str | None = option(
         None,

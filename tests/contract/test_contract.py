@@ -187,3 +187,15 @@ def test_predict_skip_bad_counts_the_bad_item(trained):
     errors = frame["error"].dropna()
     assert len(errors) == 1, frame["error"].value_counts(dropna=False)
     assert "skipped 1 " in stderr
+
+
+def test_evaluate_on_the_training_data_warns_with_counts(trained):
+    metrics = trained.metrics
+    code, stdout, stderr = tl("evaluate", trained.run_dir, "--data", trained.data,
+                              *trained.spec.predict_args)  # fmt: skip
+    assert code == 0, stderr[-2000:]
+    overlap = json.loads(stdout)["overlap"]
+    assert 0 < overlap["train"] <= metrics["n_train"] and overlap["evaluated"] > 0
+    assert 0 <= overlap["val"] <= metrics["n_val"]
+    (line,) = [ln for ln in stderr.splitlines() if "matched by content" in ln]
+    assert f"{overlap['train']} in its train split" in line and "not a held-out" in line

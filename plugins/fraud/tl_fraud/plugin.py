@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 from tl.core import ConfigError, ExportSpec, Fitted, Plugin, ReportSection, TLData
 
 from . import __version__
-from .export import export_metadata
 from .fitting import fit, gather, predictions, split_metrics
 from .metrics import ThresholdRule, choose_threshold, fraud_metrics
 from .options import DEFAULTS, FraudOptions, FraudPredictOptions, FraudPretrainOptions
@@ -27,8 +26,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from tl.core import Config, DemoGuide, OnnxModel
 
 BACKBONES = ("ft_transformer",)
-EXPORT_BATCH_ROWS = 2048
-EXPORT_MAX_BATCHES = 16
 
 
 @dataclass
@@ -70,6 +67,19 @@ class FraudPlugin(Plugin):
     item_column = ROW
 
     # ---------------------------------------------------------------- data
+    def search_space(self, options: Config) -> dict[str, Any]:
+        """`tl tune`: LR, weight decay, head dropout and the loss; from scratch also the
+        token width and depth (pretrained weights fix them); with weights the strategy."""
+        space = super().search_space(options)
+        del space["label_smoothing"]  # a BCE/focal loss without smoothing
+        space["loss"] = {"type": "categorical", "choices": ["weighted", "focal", "plain"]}
+        if str(options["weights"]) == "none":
+            space["d_token"] = {"type": "categorical", "choices": [32, 64, 128]}
+            space["n_blocks"] = {"type": "int", "low": 1, "high": 4}
+        elif "strategy" in space:
+            space["strategy"]["choices"] = ["linear", "partial:1", "full", "llrd"]
+        return space
+
     def demo(self, out_dir: Path, size: str = "small", seed: int = 0) -> Path:
         from .demo import write_demo
 
@@ -164,29 +174,9 @@ class FraudPlugin(Plugin):
 
     # -------------------------------------------------------------- export
     def export_spec(self, model: Any, data: FraudData, fitted: Fitted, run_dir: Path) -> ExportSpec:
-        from .model import ProbabilityModel
+        from .export import export_spec
 
-        numeric, categorical, _ = data.prepared.part("test")
-        step = EXPORT_BATCH_ROWS
-        batches = [
-            {"numeric": numeric[i : i + step], "categorical": categorical[i : i + step]}
-            for i in range(0, len(numeric), step)
-        ][:EXPORT_MAX_BATCHES]
-        return ExportSpec(
-            module=ProbabilityModel(model).cpu().eval(),
-            batches=batches,
-            input_names=["numeric", "categorical"],
-            output_names=["probability"],
-            dynamic_axes={
-                "numeric": {0: "batch"},
-                "categorical": {0: "batch"},
-                "probability": {0: "batch"},
-            },
-            metadata=export_metadata(data, fitted.export["threshold"]),
-            compare=["probability"],
-            agreement_output="probability",
-            tolerance=1e-4,
-        )
+        return export_spec(model, data, fitted)
 
     # ------------------------------------------------------------- runtime (no torch)
     def read_batches(

@@ -1,7 +1,10 @@
 """`tl predict` / `tl evaluate` for fraud models: onnxruntime only, no torch.
 
-The table is encoded with the schema stored in the model's metadata (vocabularies, column
-kinds, datetime parts); scaling and imputation then happen inside the ONNX graph. The core
+The graph takes the raw columns (`raw_inputs`: one input per column, named after it) and
+encodes them itself; this module converts each chunk of the table the way the reader
+does (numbers, boolean words, timestamps to epoch seconds), checks it with the schema in the
+model's metadata and counts unseen categories. Models exported before raw inputs take the
+schema's ``numeric``/``categorical`` encoding, which is still fed to them. The core
 (`tl.core.inference`) runs the model, shows progress, counts skipped rows and writes the
 output; this module reads the table a chunk at a time (`read_batches`), turns
 probabilities into rows (`decode`) and rows into metrics (`score`).
@@ -19,6 +22,7 @@ import pandas as pd
 from tl.core import Batches, DataError, InputBatch, OnnxModel, Skipped
 
 from .metrics import fraud_metrics
+from .raw_inputs import check_columns, feeds, inputs_of, unseen_counts
 from .readers import (
     PARQUET_SUFFIXES,
     SCORING_FIX,
@@ -59,8 +63,8 @@ def read_batches(
     """Model inputs of the table, `BATCH_ROWS` rows a batch, read `CHUNK_ROWS` at a time.
 
     ``items`` keep the table's id columns and time column (``row``, the file's row, when it
-    has neither; always with ``--skip-bad``, where a skipped row is named by it); with
-    ``labelled`` also ``target``. A row that cannot be encoded is a `Skipped` under
+    has neither; always with ``--skip-bad``, where a skipped row is named by it, and with
+    ``labelled``, where splits.csv names rows by it); with ``labelled`` also ``target``. A row that cannot be encoded is a `Skipped` under
     ``--skip-bad`` (else the chunk's `DataError`). Each batch's ``extra`` holds the
     unseen-category counts not yet reported by an earlier batch (the first one's: also the
     rows without a label, which are not scored)."""
@@ -93,6 +97,7 @@ def _batches(
     unlabelled: int,
 ) -> Iterator[InputBatch | Skipped]:
     meta = model.meta
+    raw_inputs = inputs_of(meta)
     wanted = [c for c in (*meta["schema"].get("id_columns", []), meta.get("time_column")) if c]
     unseen_total: dict[str, int] = {}
     extra: dict[str, Any] = {"unseen": {}, "unlabelled": unlabelled}
@@ -107,17 +112,23 @@ def _batches(
                 labels = None if labels is None else labels[keep]
         if not len(frame):
             continue
-        numeric, categorical, unseen = schema.encode(frame, str(path))
+        if raw_inputs is None:
+            numeric, categorical, unseen = schema.encode(frame, str(path))
+            inputs = {"numeric": numeric, "categorical": categorical}
+        else:
+            check_columns(frame, schema, str(path))
+            inputs = feeds(frame, raw_inputs, schema, str(path))
+            unseen = unseen_counts(frame, schema)
         for column, count in unseen.items():
             unseen_total[column] = unseen_total.get(column, 0) + count
             extra["unseen"][column] = extra["unseen"].get(column, 0) + count
-        items = _items(frame, wanted, skip_bad)
+        items = _items(frame, wanted, skip_bad or labels is not None)
         if labels is not None:
             items["target"] = labels
         for start in range(0, len(frame), BATCH_ROWS):
             end = start + BATCH_ROWS
-            inputs = {"numeric": numeric[start:end], "categorical": categorical[start:end]}
-            yield InputBatch(inputs, items.iloc[start:end].reset_index(drop=True), extra)
+            batch = {name: values[start:end] for name, values in inputs.items()}
+            yield InputBatch(batch, items.iloc[start:end].reset_index(drop=True), extra)
             extra = {"unseen": {}, "unlabelled": 0}
     warn_unseen(unseen_total)
 
@@ -158,11 +169,14 @@ def _row_count(path: Path) -> int | None:
 
 def decode(model: OnnxModel, batch: InputBatch, outputs: dict[str, Any]) -> pd.DataFrame:
     """The batch's rows with ``fraud_probability`` and ``alert`` (probability ≥ the model's
-    threshold, the one chosen on validation at training time)."""
+    threshold, the one chosen on validation at training time: the graph's own decision)."""
     probability = np.asarray(outputs["probability"]).reshape(-1)
     rows = batch.items.copy()
     rows["fraud_probability"] = probability
-    rows["alert"] = probability >= float(model.meta.get("threshold", 0.5))
+    if "alert" in outputs:
+        rows["alert"] = np.asarray(outputs["alert"]).reshape(-1).astype(bool)
+    else:
+        rows["alert"] = probability >= float(model.meta.get("threshold", 0.5))
     return rows
 
 

@@ -51,6 +51,14 @@ class MedicalPlugin(Plugin):
     predict_options_type = MedicalPredictOptions
 
     # ----------------------------------------------------------------- data
+    def search_space(self, options: Config) -> dict[str, Any]:
+        """`tl tune`: the core's space (LR, weight decay, dropout, label smoothing, and with
+        pretrained weights the strategy, llrd's layer decay, LoRA's rank) plus augmentation
+        on/off."""
+        space = super().search_space(options)
+        space["augment"] = {"type": "categorical", "choices": [True, False]}
+        return space
+
     def demo(self, out_dir: Path, size: str = "small", seed: int = 0) -> Path:
         from .demo import write_demo
 
@@ -162,10 +170,9 @@ class MedicalPlugin(Plugin):
     def export_spec(self, model: Any, data: Any, fitted: Fitted, run_dir: Path) -> ExportSpec:
         """uint8 pixels in; normalisation, temperature and softmax/sigmoid in the graph (the
         fitted temperature and threshold reach the metadata through ``fitted.export``)."""
-        from .export import ExportModule, real_batches
+        from .export import ExportModule, export_metadata, real_batches
 
         module = ExportModule(model, float(fitted.export["temperature"]), data.multilabel)
-        config = model.data_config
         return ExportSpec(
             module=module,
             batches=real_batches(data.test, batch_size=16, max_batches=4),
@@ -178,37 +185,7 @@ class MedicalPlugin(Plugin):
             },
             compare=["probabilities"],
             agreement_output="probabilities",
-            metadata={
-                "multilabel": data.multilabel,
-                "input": {
-                    "name": "image",
-                    "dtype": "uint8",
-                    "layout": "NCHW",
-                    "channels": data.in_chans,
-                    "height": data.image_size,
-                    "width": data.image_size,
-                },
-                "preprocessing": {
-                    "in_graph": [
-                        "cast to float",
-                        "scale 1/255",
-                        "normalise mean/std",
-                        "temperature",
-                        "softmax" if not data.multilabel else "sigmoid",
-                    ],
-                    "outside_graph": [
-                        "decode PNG/JPEG/TIFF/BMP/DICOM",
-                        "DICOM modality LUT then VOI LUT/window",
-                        "MONOCHROME1 inversion",
-                        "to 8-bit",
-                        f"{'grayscale' if data.in_chans == 1 else 'RGB'}",
-                        f"resize bilinear to {data.image_size}x{data.image_size}",
-                    ],
-                    "window": list(data.window) if data.window else None,
-                    "mean": list(config["mean"]),
-                    "std": list(config["std"]),
-                },
-            },
+            metadata=export_metadata(data, model),
         )
 
     # ------------------------------------------------------- runtime (no torch)

@@ -52,23 +52,36 @@ def test_run_writes_metrics_with_baseline_and_serving_files(run_dir: Path) -> No
 
 
 def test_onnx_graph_masks_history_and_matches_item_embeddings(run_dir: Path) -> None:
+    """Ids in, ids out: seen items never come back, the scores are the item embeddings'
+    dot products, and an id the model does not know changes nothing."""
     model = load_onnx_model(run_dir, device="cpu")
     assert model.meta["k"] == 20 and model.meta["plugin"] == "recsys"
     session = ort.InferenceSession(str(run_dir / "model.onnx"), providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(0)
-    n_items = len(model.meta["items"])
+    ids = np.asarray(["", *model.meta["items"]], dtype=object)
+    n_items = len(ids) - 1
     embeddings = np.load(run_dir / "item_embeddings.npy")
     for batch, length in ((1, 3), (5, 17), (2, 40)):
         history = rng.integers(1, n_items + 1, (batch, length)).astype(np.int64)
         history[0, : length // 2] = 0  # left padding
-        top, scores, user = session.run(None, {"item_history": history})
-        assert top.shape == (batch, 20)
+        top, scores, user = session.run(None, {"item_history": ids[history]})
+        assert top.shape == (batch, 20) and top.dtype == object
         for row in range(batch):
-            assert not set(top[row]) & set(history[row])
+            assert not set(top[row]) & set(ids[history[row]])
             full = user[row] @ embeddings.T
             full[history[row]] = -np.inf
             full[0] = -np.inf
             np.testing.assert_allclose(np.sort(full)[::-1][:20], scores[row], rtol=1e-4, atol=1e-4)
+            index = [int(np.flatnonzero(ids == item)[0]) for item in top[row]]
+            np.testing.assert_allclose(full[index], scores[row], rtol=1e-4, atol=1e-4)
+        noisy = np.concatenate([np.full((batch, 1), "not-an-item", object), ids[history]], axis=1)
+        noisy[:, length // 2] = "another unknown id"
+        kept = np.concatenate([np.full((batch, 1), "", object), ids[history]], axis=1)
+        kept = np.concatenate([np.full((batch, 1), "", object), np.delete(kept, length // 2, 1)], 1)
+        again = session.run(None, {"item_history": noisy})
+        reference = session.run(None, {"item_history": kept})
+        assert (again[0] == reference[0]).all()
+        np.testing.assert_allclose(again[1], reference[1], atol=1e-5)
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:

@@ -1,4 +1,10 @@
-"""The ONNX serving graph: history → top-k items, seen items masked inside the graph."""
+"""The ONNX serving graph: item ids of a history → top-k item ids, seen items masked inside.
+
+The torch part (`TopKRecommender`) works on vocabulary indices; `onnx_ids.compose_model`
+puts the id → index lookup in front of it and index → id after it, so the file takes and
+returns the business's item ids. Parity is checked on real test histories given as ids,
+with ids the model does not know mixed in (they must change nothing).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tl.core import ExportSpec
+from tl.core import ComposedExportSpec, input_entry
 from torch import nn
 
 from .model import MASK_VALUE, SASRec
@@ -56,6 +62,9 @@ def write_item_embeddings(model: SASRec, run_dir: Path) -> Path:
     return target
 
 
+UNKNOWN_ID = "__tl_unknown_item__"
+
+
 def parity_batches(histories: list[np.ndarray], batch_size: int = 32, n: int = 3) -> list[dict]:
     """Real histories, left-padded per batch (so batches differ in length)."""
     batches = []
@@ -64,11 +73,41 @@ def parity_batches(histories: list[np.ndarray], batch_size: int = 32, n: int = 3
     return batches
 
 
-def export_spec(model: SASRec, vocab: list[str], histories: list[np.ndarray], k: int) -> ExportSpec:
+def id_batches(
+    histories: list[np.ndarray], vocab: list[str], batch_size: int = 32, n: int = 3
+) -> list[dict]:
+    """The `parity_batches` histories as item ids, left-padded with "", every other user's
+    with an id the model does not know first, in the middle and last."""
+    ids = np.asarray(["", *vocab], dtype=object)
+    batches = []
+    for start in range(0, min(len(histories), batch_size * n), batch_size):
+        rows = []
+        for offset, history in enumerate(histories[start : start + batch_size]):
+            row = list(ids[history])
+            if offset % 2:
+                row = [UNKNOWN_ID, *row[: len(row) // 2], UNKNOWN_ID, *row[len(row) // 2 :]]
+                row.append(UNKNOWN_ID)
+            rows.append(row)
+        width = max(1, max(len(r) for r in rows))
+        batch = np.full((len(rows), width), "", dtype=object)
+        for i, row in enumerate(rows):
+            if row:
+                batch[i, width - len(row) :] = row
+        batches.append({INPUT: batch})
+    return batches
+
+
+def export_spec(
+    model: SASRec, vocab: list[str], histories: list[np.ndarray], k: int
+) -> ComposedExportSpec:
+    from .onnx_ids import compose_model
+
     module = TopKRecommender(model, k).eval()
-    return ExportSpec(
+    return ComposedExportSpec(
         module=module,
         batches=parity_batches(histories),
+        onnx_batches=id_batches(histories, vocab),
+        compose=lambda network: compose_model(network, list(vocab), MASK_VALUE),
         input_names=[INPUT],
         output_names=list(OUTPUTS),
         dynamic_axes={
@@ -81,15 +120,29 @@ def export_spec(model: SASRec, vocab: list[str], histories: list[np.ndarray], k:
             "task": "next-item recommendation",
             "k": k,
             "items": list(vocab),
+            "inputs": [
+                input_entry(
+                    INPUT,
+                    "string",
+                    "item_id",
+                    dtype="string",
+                    shape=["batch", "sequence"],
+                    order="oldest first, most recent last",
+                    padding="'' on the left",
+                    unknown="ignored (as if absent)",
+                    excluded="items in it are never recommended",
+                )  # fmt: skip
+            ],
             "input": {
-                INPUT: "int64 (batch, sequence) vocabulary indices (items[i - 1]), left-padded "
-                "with 0, oldest first; unknown items are 0; items in it are never recommended"
+                INPUT: "string (batch, sequence) item ids, oldest first, left-padded with ''; "
+                "ids the model does not know are ignored; items in it are never recommended"
             },
             "outputs": {
-                "top_items": "int64 (batch, k) vocabulary indices, best first",
+                "top_items": "string (batch, k) item ids, best first; '' where no item is left "
+                "(every other item seen)",
                 "top_scores": f"float32 (batch, k); {MASK_VALUE:g} marks a masked item",
                 "user_embedding": f"float32 (batch, d+1); score = user_embedding · "
-                f"{EMBEDDINGS_FILE}[index]",
+                f"{EMBEDDINGS_FILE}[index], row index = position in items + 1",
             },
             "max_len": model.config.max_len,
             "mask_value": MASK_VALUE,

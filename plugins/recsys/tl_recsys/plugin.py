@@ -58,6 +58,18 @@ class RecsysPlugin(Plugin):
     item_column = "user_id"
 
     # ---------------------------------------------------------------- data
+    def search_space(self, options: Config) -> dict[str, Any]:
+        """`tl tune`: LR, weight decay, dropout; from scratch also the encoder's width and
+        depth (pretrained weights fix them); with weights the strategy."""
+        space = super().search_space(options)
+        del space["label_smoothing"]  # the ranking loss does not smooth
+        if str(options["weights"]) == "none":
+            space["d_model"] = {"type": "categorical", "choices": [32, 64, 128]}
+            space["layers"] = {"type": "int", "low": 1, "high": 3}
+        elif "strategy" in space:
+            space["strategy"]["choices"] = ["linear", "full", "llrd"]
+        return space
+
     def demo(self, out_dir: Path, size: str = "small", seed: int = 0) -> Path:
         from .demo import write_demo
 

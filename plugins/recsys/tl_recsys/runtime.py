@@ -7,7 +7,9 @@ and writes the rows.
 
 Rows the cleaning drops (missing ids, unparsable timestamps, duplicates) are too many on a
 big log to report one by one: their counts by reason go to stderr once, and `score` returns
-them under ``notes``. A user that cannot be scored is a `tl.core.Skipped`: one whose every
+them under ``notes``. The graph takes the histories as item ids (strings, unknown ones
+ignored in the graph) and returns item ids; a model exported before that takes and returns
+vocabulary indices, which this module still maps for it. A user that cannot be scored is a `tl.core.Skipped`: one whose every
 row was dropped, and for evaluation one with fewer than two interactions.
 """
 
@@ -24,7 +26,7 @@ import pandas as pd
 from tl.core import Batches, ConfigError, DataError, InputBatch, OnnxModel, Skipped
 
 from .ranking import PROTOCOL, popularity_ranks, rank_metrics, ranks_from_topk
-from .readers import USER, LogColumns, LogReadout, read_log
+from .readers import ITEM, USER, LogColumns, LogReadout, read_log
 from .sequences import PAD, LeaveLastOut, Sequences, encode, left_pad
 
 INPUT = "item_history"
@@ -59,10 +61,24 @@ class LogContext:
     catalogue: ModelCatalogue
     vocab: np.ndarray
     notes: Mapping[str, int]
+    #: the log's item ids, row for row with the `Sequences` (None: the model takes indices)
+    ids: np.ndarray | None = None
 
     @classmethod
-    def of(cls, catalogue: ModelCatalogue, notes: Mapping[str, int]) -> LogContext:
-        return cls(catalogue, np.asarray(["", *catalogue.items], dtype=object), dict(notes))
+    def of(
+        cls, catalogue: ModelCatalogue, notes: Mapping[str, int], ids: np.ndarray | None = None
+    ) -> LogContext:
+        vocab = np.asarray(["", *catalogue.items], dtype=object)
+        return cls(catalogue, vocab, dict(notes), ids)
+
+    def history(self, seqs: Sequences, start: int, end: int) -> np.ndarray:
+        """Rows ``start:end`` of the log as the model's input: ids, or known indices."""
+        if self.ids is not None:
+            return self.ids[start:end]
+        return _known(seqs.items[start:end])
+
+    def pad(self, histories: list[np.ndarray]) -> np.ndarray:
+        return left_pad_ids(histories) if self.ids is not None else left_pad(histories)
 
 
 def read_batches(
@@ -86,7 +102,8 @@ def read_batches(
         skipped += [Skipped(str(user), SHORT) for user in seqs.users[short]]
         seqs = seqs.select(~short)
     batches = _evaluation_batches if labelled else _prediction_batches
-    context = LogContext.of(catalogue, notes)
+    ids = readout.frame[ITEM].to_numpy(dtype=object) if takes_ids(model) else None
+    context = LogContext.of(catalogue, notes, ids)
     stream = _stream(skipped, batches(seqs, context, batch_size) if len(seqs) else [])
     return Batches(stream, total=len(skipped) + len(seqs))
 
@@ -145,19 +162,35 @@ def _known(items: np.ndarray) -> np.ndarray:
     return items[items != PAD]
 
 
+def takes_ids(model: OnnxModel) -> bool:
+    """Does the graph take item ids (strings), or vocabulary indices (older exports)?"""
+    return model.session.get_inputs()[0].type == "tensor(string)"
+
+
+def left_pad_ids(rows: list[np.ndarray]) -> np.ndarray:
+    """Item-id rows as ``(B, T)`` strings, "" on the left (T ≥ 1)."""
+    width = max(1, max((len(r) for r in rows), default=1))
+    out = np.full((len(rows), width), "", dtype=object)
+    for i, row in enumerate(rows):
+        if len(row):
+            out[i, width - len(row) :] = row
+    return out
+
+
 def _prediction_batches(
     seqs: Sequences, context: LogContext, batch_size: int
 ) -> Iterator[InputBatch]:
     for start in range(0, len(seqs), batch_size):
         users = range(start, min(start + batch_size, len(seqs)))
-        histories = [_known(seqs.of(u)) for u in users]
+        bounds = [(seqs.offsets[u], seqs.offsets[u + 1]) for u in users]
         items = pd.DataFrame(
             {
                 "user_id": seqs.users[start : users.stop],
-                "history_length": [len(h) for h in histories],
+                "history_length": [len(_known(seqs.items[a:b])) for a, b in bounds],
             }
         )
-        yield InputBatch({INPUT: left_pad(histories)}, items, extra=context)
+        histories = [context.history(seqs, a, b) for a, b in bounds]
+        yield InputBatch({INPUT: context.pad(histories)}, items, extra=context)
 
 
 def _evaluation_batches(
@@ -175,9 +208,8 @@ def _evaluation_batches(
     popularity = popularity_ranks(lol, "test", counts)
     for start in range(0, len(seqs), batch_size):
         stop = min(start + batch_size, len(seqs))
-        histories = [
-            _known(seqs.items[seqs.offsets[u] : target_rows[u]]) for u in range(start, stop)
-        ]
+        bounds = [(seqs.offsets[u], target_rows[u]) for u in range(start, stop)]
+        histories = [context.history(seqs, a, b) for a, b in bounds]
         target = targets[start:stop]
         items = pd.DataFrame(
             {
@@ -185,10 +217,10 @@ def _evaluation_batches(
                 "target_item": np.where(target == PAD, None, context.vocab[target]),
                 "target_index": target,
                 "popularity_rank": popularity[start:stop],
-                "history_length": [len(h) for h in histories],
+                "history_length": [len(_known(seqs.items[a:b])) for a, b in bounds],
             }
         )
-        yield InputBatch({INPUT: left_pad(histories)}, items, extra=context)
+        yield InputBatch({INPUT: context.pad(histories)}, items, extra=context)
 
 
 def decode(
@@ -197,28 +229,38 @@ def decode(
     """Prediction: the top-k items per user (original ids), seen items excluded.
     Evaluation (the batch has targets): each user's target rank in the model's top 10."""
     context: LogContext = batch.extra
-    indices, scores = np.asarray(outputs["top_items"]), np.asarray(outputs["top_scores"])
+    ids, scores = _top_ids(context, outputs)
     items = batch.items
     if "target_index" in items.columns:
         metric_k = min(METRIC_K, context.catalogue.k)
-        target = items["target_index"].to_numpy()
-        ranks = ranks_from_topk(indices[:, :metric_k], np.where(target == PAD, -1, target))
+        target = items["target_item"].to_numpy(dtype=object)
+        ranks = ranks_from_topk(ids[:, :metric_k], np.where(pd.isna(target), "", target))
+        ranks = np.where(pd.isna(target), np.inf, ranks)
         return items.drop(columns="target_index").assign(rank=ranks)
     top_k = int(options["top_k"])
-    indices, scores = indices[:, :top_k], scores[:, :top_k]
-    keep = (scores > context.catalogue.mask_value / 2) & (indices > 0)
+    ids, scores = ids[:, :top_k], scores[:, :top_k]
+    keep = ids != ""
     n = len(items)
     return pd.DataFrame(
         {
             "user_id": np.repeat(items["user_id"].to_numpy(), top_k).reshape(n, top_k)[keep],
             "rank": np.tile(np.arange(1, top_k + 1), (n, 1))[keep],
-            "item_id": context.vocab[indices[keep]],
+            "item_id": ids[keep],
             "score": scores[keep].astype(np.float64),
             "history_length": np.repeat(items["history_length"].to_numpy(), top_k).reshape(
                 n, top_k
             )[keep],
         }
     )
+
+
+def _top_ids(context: LogContext, outputs: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """(top item ids, "" where nothing is recommended; their scores) of either graph."""
+    top, scores = np.asarray(outputs["top_items"]), np.asarray(outputs["top_scores"])
+    if top.dtype == object:
+        return top, scores
+    keep = (scores > context.catalogue.mask_value / 2) & (top > 0)
+    return np.where(keep, context.vocab[top], ""), scores
 
 
 def score(model: OnnxModel, rows: pd.DataFrame, extras: list[Any]) -> dict[str, Any]:
