@@ -42,8 +42,8 @@ def resolve_run_config(
 
 
 def _checked(config: Config, command: str) -> Config:
-    """Refuse, before any data loads, what cannot run: ``--lr find`` outside `tl run`,
-    ``--track mlflow`` without MLflow installed."""
+    """Refuse, before any data loads, what cannot run (``--lr find`` outside `tl run`,
+    ``--track mlflow`` without MLflow installed); settle ``--compare-scratch``'s default."""
     if config["lr"] == "find" and command != "run":
         raise ConfigError(
             "--lr find is for `tl run`", f"tl {command}", "give a number, e.g. --lr 1e-3"
@@ -52,6 +52,9 @@ def _checked(config: Config, command: str) -> Config:
         from .tracking import require_mlflow
 
         require_mlflow(load=False)
+    if command == "run" and config.get("compare_scratch") is None:
+        # every transfer run says whether it paid; config.yaml records the decision
+        config = config.replace(compare_scratch=str(config["weights"]) != "none")
     return config
 
 

@@ -125,8 +125,11 @@ class RunConfig:
     out: str = option(
         "runs", "Parent folder of run directories.", type=click.Path(), commands=COMMANDS
     )
-    compare_scratch: bool = option(
-        False, "Also train from random init and report the transfer gain.", flag=True
+    compare_scratch: bool | None = option(
+        None,
+        "Also train from random init and report the transfer gain (default: on when "
+        "--weights is pretrained — hub, a file or a run — off with --weights none)",
+        flag=True,
     )
     skip_bad: bool = option(
         False, "Skip (and count) corrupt items instead of failing.", flag=True, commands=COMMANDS

@@ -47,7 +47,8 @@ def driving(root: Path) -> tuple[Path, list[str]]:
     SIZES.setdefault("reliability", {"day": 24, "night": 4, "width": 96, "height": 64})
     scenes = write_demo(root / "scenes", "reliability", seed=0)
     return scenes / "day", ["--backbone", "mobilenetv3_small_050", "--image-size", "64",
-                            "--head-channels", "16", "--batch-size", "8", "--weights", "none"]  # fmt: skip
+                            "--head-channels", "16", "--batch-size", "8", "--weights", "none",
+                            "--no-baseline"]  # fmt: skip
 
 
 PLUGINS = {"medical": medical, "fraud": fraud, "recsys": recsys, "driving": driving}

@@ -29,6 +29,15 @@ from .pruning import MetricMissing, Pruned, PruningCallback
 from .space import SearchSpace, checked_values
 
 
+def _trial_options(flags: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
+    """A trial's `tl run` options: no from-scratch twin unless the flags ask for one (the
+    study compares configurations, not transfer against scratch)."""
+    options = {**flags, **values}
+    if options.get("compare_scratch") is None:
+        options["compare_scratch"] = False
+    return options
+
+
 class TuneStopped(KeyboardInterrupt):
     """SIGINT/SIGTERM during `tl tune`: Optuna records the running trial as failed and lets
     this through (it is no ``Exception``), so the study stops between trials."""
@@ -85,8 +94,8 @@ class Objective:
             pruner = PruningCallback(trial, self.metric)
             reporter = TrialReporter(self.reporter, number)
             try:
-                run_plugin(self.plugin, {**self.flags, **values}, reporter, callbacks=[pruner],
-                           run_dir=run_dir)  # fmt: skip
+                run_plugin(self.plugin, _trial_options(self.flags, values), reporter,
+                           callbacks=[pruner], run_dir=run_dir)  # fmt: skip
             except Pruned as exc:
                 self.signum = self.signum or pruner.stop_signal
                 _mark_pruned(self.plugin, run_dir, exc, pruner.rows)

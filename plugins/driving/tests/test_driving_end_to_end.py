@@ -13,6 +13,7 @@ import pytest
 TINY_RUN = {
     "epochs": 2, "batch_size": 16, "lr": 3e-3, "weights": "none", "device": "cpu",
     "backbone": "mobilenetv3_small_050", "image_size": 160, "head_channels": 32, "seed": 0,
+    "baseline": False,
 }  # fmt: skip
 
 NO_TORCH = (
@@ -39,7 +40,7 @@ def _run(data: Path, out: Path, **overrides) -> Path:
 def runs(scenes: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     out = tmp_path_factory.mktemp("runs")
     day = _run(scenes / "day", out)
-    night = _run(scenes / "night", out, weights=str(day), epochs=1)
+    night = _run(scenes / "night", out, weights=str(day), epochs=1, baseline=True)
     return day, night
 
 
@@ -53,6 +54,26 @@ def test_run_writes_detection_metrics_report_and_verified_onnx(runs) -> None:
     assert "pr_curves.png" in report and "test_detections.png" in report
     assert (day / "pr_curves.png").stat().st_size > 0
     assert "Weights from" in (night / "report.md").read_text()
+
+
+def test_torchvision_baseline_column_and_predict_threshold_metadata(runs) -> None:
+    import onnx
+
+    day, night = runs
+    assert "baseline" not in json.loads((day / "metrics.json").read_text())
+    metrics = json.loads((night / "metrics.json").read_text())
+    baseline = metrics["baseline"]
+    assert baseline["detector"].startswith("torchvision FCOS")
+    assert 0 <= baseline["map50_95"] <= baseline["map50"] <= 1 and baseline["train_seconds"] > 0
+    assert baseline["epochs_run"] == metrics["epochs_run"] == 1
+    report = (night / "report.md").read_text()
+    assert "| | tl (this run) | torchvision FCOS |" in report
+    assert f"| test mAP50 | {metrics['map50']:.4f} | {baseline['map50']:.4f} |" in report
+    props = {p.key: p.value for p in onnx.load(str(night / "model.onnx")).metadata_props}
+    meta = json.loads(props["tl"])
+    assert meta["inputs"] == [{"name": "images", "column": "image file", "type": "image"}]
+    chosen = metrics["val_f1_at_threshold"]["threshold"]
+    assert meta["predict_score_threshold"] == chosen and 0 <= chosen <= 1
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:

@@ -24,7 +24,7 @@ BACKBONE = "mobilenetv3_small_050"
 
 
 def run_options(**values) -> Config:
-    plugin = {"image_size": 160, "head_channels": 32, **values}
+    plugin = {"image_size": 160, "head_channels": 32, "baseline": False, **values}
     return Config(RunConfig(seed=0, backbone=BACKBONE), DrivingOptions(**plugin))
 
 
@@ -92,15 +92,19 @@ def onnx_model(data, tmp_path_factory):
         model = _model(plugin, data, 0)
         spec = plugin.export_spec(model, data, Fitted(), tmp_path_factory.mktemp("export"))
         path = tmp_path_factory.mktemp("model") / "model.onnx"
-        export_onnx(spec, path, {"plugin": "driving", "labels": data.labels, **spec.metadata})
+        with torch.no_grad():  # a threshold that keeps about half of the detections
+            rows = spec.module(torch.from_numpy(spec.batches[0]["images"])).reshape(-1, 6)
+        threshold = float(rows[rows[:, 5] >= 0, 4].median())
+        meta = {"plugin": "driving", "labels": data.labels, "predict_score_threshold": threshold}
+        export_onnx(spec, path, {**meta, **spec.metadata})
     finally:
         torch.set_num_threads(threads)
     return load_onnx_model(path, device="cpu")
 
 
-def _runtime_options(tmp_path: Path, skip_bad: bool, **plugin) -> Config:
+def _runtime_options(tmp_path: Path, skip_bad: bool, command: str = "predict", **plugin) -> Config:
     core = RuntimeConfig(data=str(tmp_path), skip_bad=skip_bad)
-    return Config(core, DrivingPredictOptions(**plugin), command="predict")  # type: ignore[arg-type]
+    return Config(core, DrivingPredictOptions(**plugin), command=command)  # type: ignore[arg-type]
 
 
 def _folder(scenes: Path, root: Path, bad: bool = True) -> Path:
@@ -168,3 +172,71 @@ def test_skip_bad_evaluate_counts_the_bad_image(onnx_model, scenes, tmp_path):
         k: v for k, v in metrics.items() if k != "skipped"
     }
     json.dumps(metrics)  # what tl evaluate prints
+
+
+def _scores_by_image(path: Path) -> dict[str, list[float]]:
+    rows = pd.read_csv(path)
+    return {name: group["score"].tolist() for name, group in rows.groupby("file_name")}
+
+
+def test_predict_threshold_from_metadata_and_options(onnx_model, scenes, tmp_path):
+    """Default: the validation threshold in the metadata; --score-threshold and
+    --max-detections override it; tl evaluate scores every detection the graph returns."""
+    plugin = DrivingPlugin()
+    folder = _folder(scenes, tmp_path / "frames", bad=False)
+    assert onnx_model.meta["inputs"] == [
+        {"name": "images", "column": "image file", "type": "image"}
+    ]
+
+    def predict(name: str, **values) -> dict[str, list[float]]:
+        out = tmp_path / f"{name}.csv"
+        predict_to(plugin, onnx_model, folder, _runtime_options(folder, False, **values), out, 2)
+        return _scores_by_image(out)
+
+    default, everything = predict("default"), predict("all", score_threshold=0.0)
+    assert (
+        default
+        and min(min(s) for s in default.values())
+        >= onnx_model.meta["predict_score_threshold"] - 1e-5
+    )
+    assert sum(map(len, everything.values())) > sum(map(len, default.values()))
+    capped = predict("capped", score_threshold=0.0, max_detections=3)
+    assert set(capped) == set(everything)
+    for name, scores in capped.items():
+        assert scores == sorted(everything[name], reverse=True)[:3]
+
+    def scored(**values) -> dict:
+        options = _runtime_options(folder, False, "evaluate", **values)
+        return evaluate(plugin, onnx_model, folder, options, 2)
+
+    assert scored() == scored(score_threshold=0.0) != scored(score_threshold=0.6)
+
+
+def test_f1_threshold_known_values():
+    from tl_driving.evaluation import f1_threshold
+
+    def rows(*detections):
+        out = torch.zeros(1, 6, 6)
+        out[0, :, 5] = -1
+        for i, row in enumerate(detections):
+            out[0, i] = torch.tensor(row, dtype=torch.float32)
+        return out
+
+    target = {
+        "boxes": torch.tensor([[0.0, 0, 10, 10], [20, 20, 30, 30]]),
+        "labels": torch.tensor([0, 0]),
+        "ignore": torch.tensor([[50.0, 50, 60, 60]]),
+    }
+    detections = rows(
+        [0, 0, 10, 10, 0.9, 0],  # hit
+        [50, 50, 60, 60, 0.8, 0],  # in the ignore region: left out
+        [70, 70, 80, 80, 0.7, 0],  # miss
+        [20, 20, 30, 30, 0.6, 0],  # hit
+        [0, 0, 10, 10, 0.5, 0],  # duplicate of a matched box: miss
+    )
+    chosen = f1_threshold([{"detections": detections, "targets": [target]}])
+    # ≥ 0.9: P 1, R 0.5, F1 0.667; ≥ 0.6: P 2/3, R 1, F1 0.8; ≥ 0.5: F1 2·2/(2+4) = 0.667
+    assert chosen == {"threshold": 0.6, "f1": 0.8, "precision": 0.6667, "recall": 1.0}
+    empty = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long),
+             "ignore": torch.zeros(0, 4)}  # fmt: skip
+    assert f1_threshold([{"detections": detections, "targets": [empty]}])["f1"] is None

@@ -20,6 +20,7 @@ from .options import NmsSettings
 
 STRIDES = (8, 16, 32)
 PRIOR = 0.01
+HEAD_DEPTH = 2  # conv + GroupNorm + ReLU blocks per tower
 
 
 def feature_indices(name: str) -> tuple[int, ...]:
@@ -75,9 +76,14 @@ class DetectionHead(nn.Module):
     """
 
     def __init__(
-        self, in_channels: list[int], num_classes: int, channels: int = 64, depth: int = 2
+        self,
+        in_channels: list[int],
+        num_classes: int,
+        channels: int = 64,
+        depth: int | None = None,
     ) -> None:
         super().__init__()
+        depth = HEAD_DEPTH if depth is None else depth
         self.fpn = FeaturePyramidNetwork(in_channels, channels)
         self.cls_tower = _tower(channels, depth)
         self.box_tower = _tower(channels, depth)
@@ -120,11 +126,14 @@ class Detector(nn.Module):
         std: tuple[float, ...],
         channels: int = 64,
         nms: NmsSettings | None = None,
+        depth: int | None = None,
     ) -> None:
         super().__init__()
         self.nms = nms or NmsSettings.from_options({})
         self.backbone = backbone
-        self.head = DetectionHead(list(backbone.feature_info.channels()), num_classes, channels)
+        self.head = DetectionHead(
+            list(backbone.feature_info.channels()), num_classes, channels, depth
+        )
         self.num_classes = num_classes
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1) * 255, persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1) * 255, persistent=False)
@@ -135,13 +144,17 @@ class Detector(nn.Module):
 
 
 def build_detector(
-    spec: BackboneSpec, num_classes: int, channels: int = 64, nms: NmsSettings | None = None
+    spec: BackboneSpec,
+    num_classes: int,
+    channels: int = 64,
+    nms: NmsSettings | None = None,
+    depth: int | None = None,
 ) -> Detector:
     backbone = create_backbone(spec, features_only=True, out_indices=feature_indices(spec.name))
     config = backbone.pretrained_cfg if hasattr(backbone, "pretrained_cfg") else {}
     mean = tuple(config.get("mean", (0.485, 0.456, 0.406)))
     std = tuple(config.get("std", (0.229, 0.224, 0.225)))
-    return Detector(backbone, num_classes, mean, std, channels, nms)
+    return Detector(backbone, num_classes, mean, std, channels, nms, depth)
 
 
 def level_points(

@@ -22,6 +22,14 @@ class DrivingOptions:
         0.6, "IoU above which NMS suppresses.", type=FiniteRange(0, 1, min_open=True)
     )
     head_channels: int = option(64, "FPN/head width.", type=click.IntRange(min=1))
+    head_depth: int = option(
+        2, "Conv blocks per head tower (torchvision's FCOS has 4).", type=click.IntRange(1, 8)
+    )
+    baseline: bool = option(
+        True, "Also train torchvision's FCOS on the same backbone, split, canvas and epochs, "
+        "scored by the same COCO evaluator (`baseline` in metrics.json, a column in the report).",
+        flag=True,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -38,10 +46,25 @@ class DrivingPretrainOptions:
     )  # fmt: skip
     ssl_temperature: float = option(0.2, "simclr: NT-Xent temperature.", type=POSITIVE)
     head_channels: int = option(64, "supervised: FPN/head width.", type=click.IntRange(min=1))
+    head_depth: int = option(
+        2, "supervised: conv blocks per head tower; use the same for `tl run`.",
+        type=click.IntRange(1, 8),
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
 class DrivingPredictOptions:
+    score_threshold: float | None = option(
+        None, "Lowest score listed (default: tl predict — the threshold chosen on the run's "
+        "validation split, the best F1 at IoU 0.5, stored in the ONNX metadata; tl evaluate — "
+        "every detection the model returns, as mAP needs).",
+        type=FiniteRange(0, 1),
+    )  # fmt: skip
+    max_detections: int | None = option(
+        None, "At most this many detections per image, the highest-scoring (default: all the "
+        "model returns, its max_det).",
+        type=click.IntRange(min=1),
+    )  # fmt: skip
     draw: str | None = option(
         None, "Also write each image with its boxes into this folder.", type=click.Path()
     )

@@ -64,6 +64,9 @@ class DrivingPlugin(Plugin):
     default_backbone = "resnet18"
     monitor = "map50"
     monitor_mode = "max"
+    #: measured on the demo (README): a detector learns from optimizer steps, and its small
+    #: validation splits make early stopping stop at noise; the best epoch is still kept
+    defaults = {"batch_size": 8, "lr": 2e-3, "epochs": 15, "patience": 0}
     options_type = DrivingOptions
     #: a detector: no visual prompts, class prototypes, classifier attacks; LoRA untested
     option_groups = frozenset()
@@ -73,6 +76,15 @@ class DrivingPlugin(Plugin):
     item_column = "file_name"
 
     # ---------------------------------------------------------------- data
+    def search_space(self, options: Config) -> dict[str, Any]:
+        """`tl tune`: LR, weight decay, letterbox width and FPN/head width; with pretrained
+        weights the strategy (the detector has no dropout or label smoothing)."""
+        space = super().search_space(options)
+        del space["dropout"], space["label_smoothing"]
+        space["image_size"] = {"type": "categorical", "choices": [256, 320, 416, 512]}
+        space["head_channels"] = {"type": "categorical", "choices": [32, 64, 128]}
+        return space
+
     def demo(self, out_dir: Path, size: str = "small", seed: int = 0) -> Path:
         from .demo import write_demo
 
@@ -95,7 +107,8 @@ class DrivingPlugin(Plugin):
         from .model import build_detector
 
         nms = NmsSettings.from_options(options)
-        return build_detector(spec, len(data.labels), int(options["head_channels"]), nms)
+        depth = int(options.get("head_depth", 2))
+        return build_detector(spec, len(data.labels), int(options["head_channels"]), nms, depth)
 
     def training_step(self, model: Any, batch: Any) -> Any:
         from .loss import detection_loss
@@ -125,16 +138,44 @@ class DrivingPlugin(Plugin):
     def finalize(
         self, model: Any, data: TLData, outputs: dict[str, list[Any]], options: Config
     ) -> Fitted:
-        """Nothing is fitted on validation; the test PR curves go to the report."""
-        from .evaluation import detection_metrics
+        """`tl predict`'s score threshold from validation (best F1 at IoU 0.5, into the ONNX
+        metadata); the torchvision baseline (``--baseline``); the test PR curves."""
+        from .evaluation import detection_metrics, f1_threshold
 
         _, curves = detection_metrics(outputs["test"], data.labels)
-        return Fitted(artifacts={"curves": curves})
+        chosen = f1_threshold(outputs["val"])
+        export = {
+            "predict_score_threshold": chosen["threshold"],
+            "predict_score_threshold_rule": "best F1 at IoU 0.5 on the validation split",
+        }
+        metrics: dict[str, Any] = {"val_f1_at_threshold": chosen}
+        if options.get("baseline"):
+            metrics["baseline"] = self._baseline(model, data, options)
+        return Fitted(metrics=metrics, export=export, artifacts={"curves": curves})
+
+    def _baseline(self, model: Any, data: TLData, options: Config) -> dict[str, Any]:
+        from tl.core import ProgressReporter
+
+        from .baseline import baseline_for, initial_backbone_state
+
+        ProgressReporter().log(
+            "training the torchvision FCOS baseline on the same backbone and split "
+            "(--no-baseline skips it)"
+        )
+        return dict(
+            baseline_for(
+                data,
+                options,
+                lambda: initial_backbone_state(self, data, options),
+                model.nms.as_dict(),
+                next(model.parameters()).device,
+            )
+        )
 
     def predictions(self, outputs: list[Any], data: TLData, fitted: Fitted) -> Any:
         from .training import test_predictions
 
-        return test_predictions(outputs, data)
+        return test_predictions(outputs, data, fitted.export.get("predict_score_threshold"))
 
     # ------------------------------------------------------------- weights
     def weights_metadata(self, model: Any, data: TLData) -> dict[str, Any]:

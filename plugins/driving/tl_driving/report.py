@@ -150,11 +150,15 @@ def report_sections(
         ReportSection(
             "Detection quality",
             f"COCO mAP50 **{metrics.get('map50', 0):.4f}**, mAP50-95 "
-            f"**{metrics.get('map50_95', 0):.4f}** (faster_coco_eval via torchmetrics).\n\n"
+            f"**{metrics.get('map50_95', 0):.4f}** (faster_coco_eval via torchmetrics)."
+            + _threshold_line(metrics.get("val_f1_at_threshold"))
+            + "\n\n"
             + "\n".join(table),
             images,
         )
     ]
+    if metrics.get("baseline"):
+        sections.append(baseline_section(metrics))
     if len(data.test):
         grid = detection_grid(model, data, run_dir / "test_detections.png")
         sections.append(
@@ -166,3 +170,47 @@ def report_sections(
             )
         )
     return sections
+
+
+def _cell(value: Any, digits: int = 4) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def baseline_section(metrics: Mapping[str, Any]) -> ReportSection:
+    """tl's detector next to torchvision's FCOS on the same backbone, split and epochs."""
+    base = metrics["baseline"]
+    rows = [
+        ("test mAP50", metrics.get("map50"), base.get("map50"), 4),
+        ("test mAP50-95", metrics.get("map50_95"), base.get("map50_95"), 4),
+        ("training seconds", metrics.get("train_seconds"), base.get("train_seconds"), 1),
+        ("best epoch", metrics.get("best_epoch"), base.get("best_epoch"), 0),
+    ]
+    per_class, base_class = metrics.get("per_class_ap50", {}), base.get("per_class_ap50", {})
+    rows += [(f"AP50 {name}", v, base_class.get(name), 4) for name, v in per_class.items()]
+    table = ["| | tl (this run) | torchvision FCOS |", "|---|---:|---:|"]
+    table += [f"| {label} | {_cell(a, d)} | {_cell(b, d)} |" for label, a, b, d in rows]
+    ours, theirs = metrics.get("map50") or 0.0, base.get("map50") or 0.0
+    verdict = (
+        f"tl's detector is ahead by {ours - theirs:+.4f} mAP50"
+        if ours >= theirs
+        else f"the torchvision baseline is ahead by {theirs - ours:+.4f} mAP50"
+    )
+    text = (
+        f"{base.get('detector', 'torchvision FCOS')}: the same split, canvas, augmentation, "
+        "epochs, optimizer and schedule, initial backbone weights and NMS settings, scored by "
+        f"the same COCO evaluator. {verdict}. (`--no-baseline` skips it.)\n\n" + "\n".join(table)
+    )
+    return ReportSection("tl vs torchvision's detector", text)
+
+
+def _threshold_line(chosen: Mapping[str, Any] | None) -> str:
+    if not chosen:
+        return ""
+    if chosen.get("f1") is None:
+        return (f" `tl predict` lists detections scoring ≥ {chosen['threshold']} (validation "
+                "had nothing to choose a threshold on).")  # fmt: skip
+    return (
+        f" `tl predict` lists detections scoring ≥ {chosen['threshold']}: the best F1 at IoU "
+        f"0.5 on validation (F1 {chosen['f1']:.3f}, precision {chosen['precision']:.3f}, "
+        f"recall {chosen['recall']:.3f}); `--score-threshold` changes it."
+    )

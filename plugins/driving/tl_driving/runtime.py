@@ -113,14 +113,34 @@ def _batches(
             yield InputBatch({input_name: np.stack(canvases)}, items, extra=chunk)
 
 
+def score_threshold(model: OnnxModel, options: Mapping[str, Any]) -> float | None:
+    """``--score-threshold``, else for `tl predict` the one chosen on the run's validation
+    split (ONNX metadata; models exported before it have none), for `tl evaluate` none."""
+    given = options.get("score_threshold")
+    if given is not None:
+        return float(given)
+    if getattr(options, "command", "predict") == "evaluate":
+        return None
+    chosen = model.meta.get("predict_score_threshold")
+    return None if chosen is None else float(chosen)
+
+
 def image_detections(
-    model: OnnxModel, records: list[ImageRecord], output: np.ndarray
+    model: OnnxModel,
+    records: list[ImageRecord],
+    output: np.ndarray,
+    threshold: float | None = None,
+    max_detections: int | None = None,
 ) -> list[np.ndarray]:
-    """Each image's ``(n, 6)`` detections (padding dropped) in its own pixels."""
+    """Each image's ``(n, 6)`` detections (padding dropped; at least ``threshold``, the
+    best ``max_detections``) in its own pixels."""
     height, width = canvas_of(model)
     results = []
     for record, rows in zip(records, output, strict=True):
-        rows = rows[rows[:, 5] >= 0].copy()
+        rows = rows[rows[:, 5] >= 0]
+        if threshold is not None:
+            rows = rows[rows[:, 4] >= threshold]
+        rows = rows[np.argsort(-rows[:, 4], kind="stable")][:max_detections].copy()
         box = Letterbox.fit(record.width, record.height, width, height)
         rows[:, :4] = box.to_image(rows[:, :4], record.width, record.height)
         results.append(rows)
@@ -130,16 +150,23 @@ def image_detections(
 def decode(
     model: OnnxModel, batch: InputBatch, outputs: dict[str, Any], options: Mapping[str, Any]
 ) -> pd.DataFrame:
-    """One row per detection; with ``--draw`` each image with its boxes as a PNG too."""
+    """One row per detection (``--score-threshold``, ``--max-detections``); with ``--draw``
+    each image with those boxes as a PNG too."""
     labels = list(model.meta.get("labels", []))
     records = batch.extra
-    results = image_detections(model, records, outputs[model.output_names[0]])
+    threshold = score_threshold(model, options)
+    limit = options.get("max_detections")
+    results = image_detections(
+        model, records, outputs[model.output_names[0]], threshold,
+        None if limit is None else int(limit),
+    )  # fmt: skip
     if options.get("draw"):
         out_dir = Path(options["draw"])
+        shown = DRAW_THRESHOLD if threshold is None else threshold
         for record, rows in zip(records, results, strict=True):
             target = out_dir / Path(record.item).with_suffix(".png")
             target.parent.mkdir(parents=True, exist_ok=True)
-            draw_detections(open_image(record.path), rows, labels).save(target)
+            draw_detections(open_image(record.path), rows, labels, threshold=shown).save(target)
     return detections_frame(records, results, labels)
 
 

@@ -69,6 +69,7 @@ def build_export_spec(model: Any, data: TLData) -> ExportSpec:
         {"images": empty_image_batch(data)},
     ]
     metadata = {
+        "inputs": [{"name": "images", "column": "image file", "type": "image"}],
         "input": {
             "name": "images",
             "dtype": "uint8",
@@ -116,17 +117,22 @@ def rows_by_box(name: str, detections: np.ndarray) -> np.ndarray:
     return out
 
 
-def test_predictions(outputs: list[dict[str, Any]], data: TLData) -> pd.DataFrame:
+def test_predictions(
+    outputs: list[dict[str, Any]], data: TLData, threshold: float | None = None
+) -> pd.DataFrame:
     """One row per test image: true and predicted counts, and the detections in image pixels
-    that the exported model returns for it (the model's own score threshold, NMS and
-    detection cap: what `tl predict` lists)."""
+    that `tl predict` lists for it (the exported model's NMS and detection cap, scores at
+    least ``threshold``: the one chosen on validation)."""
     height, width = data.info["canvas"]
     records = {r.image_id: r for r in data.test.records}
     rows = []
     for out in outputs:
         for detections, target in zip(out["detections"].numpy(), out["targets"], strict=True):
             record = records[int(target["image_id"])]
-            kept = detections[detections[:, 5] >= 0].copy()
+            kept = detections[detections[:, 5] >= 0]
+            if threshold is not None:
+                kept = kept[kept[:, 4] >= threshold]
+            kept = kept.copy()
             box = Letterbox.fit(record.width, record.height, width, height)
             kept[:, :4] = box.to_image(kept[:, :4], record.width, record.height)
             rows.append(
