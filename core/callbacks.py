@@ -85,6 +85,8 @@ class FitState:
     val_metrics: dict[str, Any] = field(default_factory=dict)
     row: dict[str, Any] = field(default_factory=dict)
     improved: bool = False
+    #: the epoch's last N training batches average the BN statistics (`PreciseBatchNorm`)
+    bn_average_batches: int = 0
 
     def progress(self) -> dict[str, Any]:
         """What a checkpoint records after this epoch (its ``{tag}.json``)."""
@@ -150,48 +152,58 @@ class FeatureCaching(Callback):
 
 
 class PreciseBatchNorm(Callback):
-    """Recompute BatchNorm running statistics of the trainable BN layers as a true
-    average over training batches ("precise BN").
+    """BatchNorm running statistics as a true average of the epoch's last training batches
+    ("precise BN"), at no extra cost: for its last ``precise_bn_batches`` batches the
+    trainer resets the running statistics of the trainable BN layers and lets them
+    accumulate an equal-weight average (`BatchNormAverage`) instead of the exponential one.
 
-    Early in training the exponential running averages lag far behind weights that
-    move fast, so a short run from scratch validates much worse in eval mode than it
-    trains. Past ``precise_bn_below_steps`` optimizer steps the lag is negligible and
-    this is skipped.
-    """
+    Early in training the exponential running averages lag far behind weights that move
+    fast (and still hold their initial values), so a short run from scratch validates much
+    worse in eval mode than it trains. Past ``precise_bn_below_steps`` optimizer steps the
+    lag is negligible and this is skipped."""
 
-    def on_train_epoch_end(self, trainer: Any, state: FitState) -> None:
-        config, model = trainer.config, state.model
-        if (state.epoch + 1) * state.steps_per_epoch >= config.precise_bn_below_steps:
-            return
-        state.plan.train_mode(model)
-        norms = [
+    def on_epoch_start(self, trainer: Any, state: FitState) -> None:
+        config = trainer.config
+        state.bn_average_batches = (
+            config.precise_bn_batches
+            if (state.epoch + 1) * state.steps_per_epoch < config.precise_bn_below_steps
+            else 0
+        )
+
+
+class BatchNormAverage:
+    """From `begin` on, the training-mode BN layers of a model replace their running
+    statistics by the plain average over the batches they see (``momentum=None``); leaving
+    the ``with`` block restores their momentum."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.norms = [
             m
             for m in model.modules()
             if isinstance(m, nn.modules.batchnorm._BatchNorm)
             and m.training
             and m.track_running_stats
         ]
-        if not norms:
-            return
-        momenta = [m.momentum for m in norms]
-        for m in norms:
+        self.momenta = [m.momentum for m in self.norms]
+
+    def begin(self) -> BatchNormAverage:
+        for m in self.norms:
             m.reset_running_stats()
             m.momentum = None
-        loader = trainer.loader(
-            state.train, state.collate, shuffle=True, epoch=100_000 + state.epoch
-        )
-        with torch.no_grad(), trainer.autocast():
-            for index, batch in enumerate(loader):
-                if index >= config.precise_bn_batches:
-                    break
-                trainer.task.training_step(model, trainer.to_device(batch))
-        for m, momentum in zip(norms, momenta, strict=True):
+        return self
+
+    def __enter__(self) -> BatchNormAverage:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for m, momentum in zip(self.norms, self.momenta, strict=True):
             m.momentum = momentum
 
 
 class Checkpointing(Callback):
     """``checkpoints/best.*`` when the epoch improved and ``last.*`` (with the optimizer,
-    scheduler and scaler state) after every epoch, on rank 0; ``--resume`` continues from
+    scheduler and scaler state) after every epoch, on rank 0 — best first, so that a kill
+    between the two leaves ``last`` an epoch behind, never ahead of ``best``; ``--resume`` continues from
     ``last``; the best epoch's weights are loaded back when training ends. What a checkpoint
     holds is the strategy's choice (`StrategyPlan.checkpoint_state`; lora: merged weights)."""
 
@@ -231,8 +243,9 @@ class Checkpointing(Callback):
             "scaler": trainer.scaler.state_dict(),
         }
         trainer.save_checkpoint(
-            "last", state.model, progress, weights, training_state=training_state
-        )
+            "last", state.model, progress, weights, training_state=training_state,
+            weights_from="best" if state.improved else None,
+        )  # fmt: skip
 
     def on_fit_end(self, trainer: Any, state: FitState) -> None:
         if trainer.store.exists("best"):
@@ -316,6 +329,7 @@ __all__ = [
     "FeatureCaching",
     "FitResult",
     "FitState",
+    "BatchNormAverage",
     "PreciseBatchNorm",
     "TensorBoard",
     "call_hook",

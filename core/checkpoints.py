@@ -4,13 +4,16 @@
 ``last.state.pt`` the optimizer and scheduler state (tensors and numbers only, so
 ``torch.load(weights_only=True)`` reads it); ``{last,best}.json`` the epoch counters and
 history. Each file is written to a temp name and renamed; the JSON is written last, so a
-checkpoint is complete exactly when its JSON names its epoch.
+checkpoint is complete exactly when its JSON names its epoch. When an epoch writes both,
+``last.safetensors`` is a hard link of ``best.safetensors`` (the same bytes, written once).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -93,6 +96,26 @@ def load_weights_into(model: nn.Module, path: Path, load: LoadFn | None = None) 
         )
 
 
+def save_training_state(training_state: dict[str, Any], path: Path) -> None:
+    """``torch.save`` without the zip records' CRC-32, which costs more CPU than writing
+    the optimizer state itself; the atomic rename is what guards against torn files."""
+    serialization = torch.serialization
+    crc = serialization.get_crc32_options()
+    serialization.set_crc32_options(False)
+    try:
+        torch.save(training_state, path)
+    finally:
+        serialization.set_crc32_options(crc)
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    target.unlink(missing_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+
+
 class CheckpointStore:
     def __init__(self, run_dir: Path) -> None:
         self.dir = Path(run_dir) / "checkpoints"
@@ -108,7 +131,10 @@ class CheckpointStore:
         progress: dict[str, Any],
         training_state: dict[str, Any] | None = None,
         state: dict[str, torch.Tensor] | None = None,
+        weights_from: str | None = None,
     ) -> None:
+        """``weights_from``: a tag saved this epoch with the same weights and meta, whose
+        weights file this one shares (hard link; a copy where links are unsupported)."""
         # All files go to temp names first and are renamed only when every one is written
         # (ExitStack exits last-in first-out: state, weights, then the JSON that commits the
         # checkpoint), so a full disk or a kill never leaves a mixed or half-written one.
@@ -119,12 +145,15 @@ class CheckpointStore:
                 weights_tmp = stack.enter_context(atomic_path(self.path(tag, ".safetensors")))
                 if training_state is not None:
                     state_tmp = stack.enter_context(atomic_path(self.path(tag, ".state.pt")))
-                    torch.save(training_state, state_tmp)
-                save_file(
-                    state if state is not None else state_dict_for_saving(model),
-                    str(weights_tmp),
-                    metadata={TL_WEIGHTS_KEY: json.dumps(meta, default=str)},
-                )
+                    save_training_state(training_state, state_tmp)
+                if weights_from is not None:
+                    _link_or_copy(self.path(weights_from, ".safetensors"), weights_tmp)
+                else:
+                    save_file(
+                        state if state is not None else state_dict_for_saving(model),
+                        str(weights_tmp),
+                        metadata={TL_WEIGHTS_KEY: json.dumps(meta, default=str)},
+                    )
                 progress_tmp.write_text(
                     json.dumps(progress, indent=2, default=_jsonable) + "\n", encoding="utf-8"
                 )

@@ -124,4 +124,3 @@ class OverlapCounter:
             "(matched by content) — these metrics are not a held-out estimate; evaluate on "
             "data the run never saw (its test split is listed in splits.csv)"
         )
-

@@ -137,7 +137,7 @@ class RunConfig:
     track: str = option(
         "none",
         "Experiment tracking: mlflow logs params, per-epoch metrics and artifacts "
-        "(MLFLOW_TRACKING_URI, else MLflow's default; needs `pip install \"tl[mlflow]\"`).",
+        '(MLFLOW_TRACKING_URI, else MLflow\'s default; needs `pip install "tl[mlflow]"`).',
         type=click.Choice(["none", "mlflow"]),
         commands=COMMANDS,
     )

@@ -27,7 +27,14 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from . import distributed as dist
-from .callbacks import FitResult, FitState, call_hook, default_callbacks, is_scalar
+from .callbacks import (
+    BatchNormAverage,
+    FitResult,
+    FitState,
+    call_hook,
+    default_callbacks,
+    is_scalar,
+)
 from .checkpoints import CheckpointStore
 from .devices import amp_dtype, autocast, channels_last, resolve_device, to_cpu, to_device
 from .errors import ConfigError, DataError
@@ -59,7 +66,7 @@ class TrainConfig:
     channels_last: bool = True
     compile: bool = False
     precise_bn_below_steps: int = 500
-    precise_bn_batches: int = 50
+    precise_bn_batches: int = 4
     cache_features: str = "auto"
 
     def to_dict(self) -> dict[str, Any]:
@@ -219,11 +226,15 @@ class Trainer:
         optimizer.zero_grad(set_to_none=True)
         n_batches = len(loader)
         sizes = [len(indices) for indices in loader.batch_sampler]
+        average_from = max(0, n_batches - state.bn_average_batches)
+        norms = BatchNormAverage(state.epoch_model if state.bn_average_batches else nn.Identity())
         progress = Throughput(sum(sizes), "items", self.reporter, action="training",
                               label=f"epoch {epoch + 1}/{cfg.epochs}", final=False)  # fmt: skip
-        with progress:
+        with progress, norms:
             for index, batch in enumerate(loader):
                 self._stop.check(epoch, self.store, self.run_dir)
+                if index == average_from:
+                    norms.begin()
                 batch = self.to_device(batch)
                 with self.autocast():
                     loss = self._training_loss(step_model, batch)
@@ -348,13 +359,17 @@ class Trainer:
         *,
         training_state: dict[str, Any] | None = None,
         meta: dict[str, Any] | None = None,
+        weights_from: str | None = None,
     ) -> None:
         """Write ``checkpoints/{tag}.*`` on the calling rank: the weights (``state``, the
         tensors a plan chose, default ``model``'s state dict) with ``weights_meta()``, the
         epoch of ``progress`` and ``meta``; ``progress`` as ``{tag}.json``; and
-        ``training_state`` (optimizer, scheduler…) for ``--resume``."""
+        ``training_state`` (optimizer, scheduler…) for ``--resume``. ``weights_from``: the
+        tag just saved with the same weights and ``meta`` (its file is shared, not rewritten)."""
         full_meta = {**self.weights_meta(), "epoch": progress["epoch"], **(meta or {})}
-        self.store.save(tag, model, full_meta, progress, training_state, state=state)
+        self.store.save(
+            tag, model, full_meta, progress, training_state, state=state, weights_from=weights_from
+        )
 
 
 __all__ = [

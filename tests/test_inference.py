@@ -226,9 +226,7 @@ def test_fingerprints_match_equal_rows_and_only_them(tmp_path):
     prints = row_fingerprints(inputs)
     assert len(set(prints)) == 4  # row 0 and row 3 share "a" but not x
     assert row_fingerprints({"s": inputs["s"], "x": inputs["x"].copy()}) == prints
-    pd.DataFrame({"fingerprint": prints[:2], "split": ["train", "val"]}).to_parquet(
-        tmp_path / FILE
-    )
+    pd.DataFrame({"fingerprint": prints[:2], "split": ["train", "val"]}).to_parquet(tmp_path / FILE)
 
     class Model:
         path = tmp_path / "model.onnx"

@@ -231,6 +231,20 @@ def test_predict_skip_bad_counts_and_lists_the_unreadable_image(run_dir, scans, 
     assert metrics["skipped"] == 1 and metrics["n"] == len(preds) - 1
 
 
+@pytest.mark.parametrize(
+    "content, expected",
+    [(b"\xff\xfe\x00garbage\x00\n", "not utf-8"), (b"", "image list"),
+     (b"file\na.png\n", "column 'path' is not in the data")],
+)  # fmt: skip
+def test_predict_on_a_bad_image_list_is_one_line(run_dir, tmp_path, content, expected):
+    listing = tmp_path / "list.csv"
+    listing.write_bytes(content)
+    proc = tl("predict", str(run_dir), "--data", str(listing), check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    (line,) = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert expected in line.lower(), line
+
+
 def _corrupt_image(root: Path) -> None:
     (root / "normal" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
 

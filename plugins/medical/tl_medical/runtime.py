@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from tl.core import Batches, DataError, InputBatch, OnnxModel, Skipped
+from tl.core import Batches, DataError, InputBatch, OnnxModel, Skipped, read_table, require_column
 
 from .preprocess import parse_window, to_model_input
 from .readers import has_dicom_preamble, is_image_path, read_image
@@ -27,11 +27,8 @@ def list_inputs(path: Path) -> list[tuple[str, Path]]:
     if not path.exists():
         raise DataError("input not found", path, "check the --data path")
     if path.is_file() and path.suffix.lower() == ".csv":
-        frame = pd.read_csv(path)
-        if "path" not in frame.columns:
-            raise DataError(
-                "the CSV has no 'path' column", path, "add a path column with image file names"
-            )
+        frame = read_table(path, noun="image list", as_text=True, suffixes=(".csv",))
+        require_column(frame, "path", path, "add a path column with image file names")
         return [(str(p), (path.parent / str(p)).resolve()) for p in frame["path"]]
     if path.is_file():
         return [(path.name, path)]

@@ -1,0 +1,56 @@
+"""`tl pretrain recsys` refuses Parquet binary ids that are not UTF-8, and list ids, like
+`tl run`: one line naming the column, exit 2, no run directory — before any training."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+TINY = ["--d-model", "8", "--layers", "1", "--heads", "1", "--max-len", "8", "--epochs", "1",
+        "--device", "cpu"]  # fmt: skip
+ODD = {
+    "binary": (
+        lambda values: [v.encode() + b"\xff" for v in values],
+        "holds binary values that are not UTF-8",
+    ),
+    "list": (lambda values: [[value] for value in values], "holds lists"),
+}
+
+
+def invoke(*argv: str) -> tuple[int, str, str]:
+    """`tl ARGV` in this process: exit code, stdout, stderr."""
+    from tl.cli.main import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main(list(argv))
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+    return code, out.getvalue(), err.getvalue()
+
+
+def one_line_error(code: int, err: str, *needles: str) -> None:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2, err
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("kind", sorted(ODD))
+@pytest.mark.parametrize("column", ["user_id", "item_id", "timestamp"])
+def test_pretraining_refuses_odd_id_and_time_columns(kind, column, demo_dir: Path, tmp_path):
+    values, message = ODD[kind]
+    log = pd.read_csv(demo_dir / "market_a.csv", dtype=str)
+    path = tmp_path / "source.parquet"
+    log.assign(**{column: values(log[column])}).to_parquet(path)
+    code, _, err = invoke("pretrain", "recsys", "--data", str(path), *TINY,
+                          "--out", str(tmp_path / "runs"))  # fmt: skip
+    one_line_error(code, err, f"column '{column}'", message, "source.parquet")
+    assert not (tmp_path / "runs").exists()

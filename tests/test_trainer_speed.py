@@ -1,0 +1,146 @@
+"""What makes the trainer as fast as a hand-written loop without changing its recipe:
+precise BatchNorm from the epoch's own last batches (no extra pass), one weights file per
+improving epoch (``last`` hard-links ``best``), and medical's batch-level augmentation."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from tl.core.task import Task
+from tl.core.trainer import TrainConfig, Trainer
+from torch import nn
+from torch.utils.data import TensorDataset
+
+
+class InputNorm(nn.Module):
+    """BatchNorm first: its batch statistics are the input's, whatever the weights do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm = nn.BatchNorm1d(3)
+        self.head = nn.Linear(3, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.norm(x))
+
+
+class Plan:
+    def __init__(self, model: nn.Module) -> None:
+        self.param_groups = [{"params": list(model.parameters())}]
+
+    def apply(self, model, epoch):
+        return False
+
+    def train_mode(self, model):
+        model.train()
+
+    def checkpoint_state(self, model):
+        return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    def load_checkpoint_state(self, model, state):
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        return list(missing), list(unexpected)
+
+
+def _step(model, batch):
+    x, y = batch
+    return nn.functional.cross_entropy(model(x), y)
+
+
+def _predict(model, batch):
+    x, y = batch
+    return {"logits": model(x), "targets": y}
+
+
+class Scores:
+    """Validation scores 1, 2, 2: epochs 1 and 2 improve, epoch 3 does not."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, outputs, split):
+        self.calls += 1
+        return {"score": float(min(self.calls, 2))}
+
+
+N, BATCH = 96, 16
+X = torch.randn(N, 3, generator=torch.Generator().manual_seed(0)) * 3 + 5
+TRAIN = TensorDataset(X, (X[:, 0] > 5).long())
+
+
+def fit(run_dir, **config):
+    torch.manual_seed(0)
+    task = Task(_step, _predict, Scores(), monitor="score", monitor_mode="max")
+    model = InputNorm()
+    options = dict(epochs=3, batch_size=BATCH, lr=1e-2, device="cpu", patience=0, seed=0)
+    trainer = Trainer(
+        TrainConfig(**{**options, **config}), task, run_dir, tensorboard=False,
+        weights_meta=lambda: {"plugin": "speed"},
+    )  # fmt: skip
+    trainer.fit(model, Plan(model), TRAIN, TRAIN)
+    return model, trainer
+
+
+def _epoch_batches(trainer, epoch: int) -> list[torch.Tensor]:
+    loader = trainer.loader(TRAIN, None, shuffle=True, epoch=epoch, distributed=True)
+    return [x for x, _ in loader]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("speed")
+    return {"precise": fit(root / "precise"), "ema": fit(root / "ema", precise_bn_below_steps=0)}
+
+
+def test_precise_bn_is_the_average_of_the_epochs_last_batches(runs):
+    model, trainer = runs["precise"]
+    window = _epoch_batches(trainer, 1)[-TrainConfig.precise_bn_batches :]  # best: epoch 2
+    mean = torch.stack([b.mean(0) for b in window]).mean(0)
+    var = torch.stack([b.var(0) for b in window]).mean(0)
+    torch.testing.assert_close(model.norm.running_mean, mean)
+    torch.testing.assert_close(model.norm.running_var, var)
+    assert model.norm.momentum == 0.1
+    ema = runs["ema"][0].norm.running_mean
+    assert (ema - mean).abs().max() > 0.1  # the exponential average still lags its zeros
+
+
+def test_an_improving_epoch_writes_its_weights_once(runs):
+    _, trainer = runs["precise"]
+    folder = trainer.run_dir / "checkpoints"
+    best, last = folder / "best.safetensors", folder / "last.safetensors"
+    assert not os.path.samefile(best, last)  # epoch 3 did not improve: last moved on
+    assert load_file(str(best)).keys() == load_file(str(last)).keys()
+    run_dir = trainer.run_dir.parent / "one-epoch"
+    fit(run_dir, epochs=1)
+    folder = run_dir / "checkpoints"
+    assert os.path.samefile(folder / "best.safetensors", folder / "last.safetensors")
+    assert torch.load(run_dir / "checkpoints/last.state.pt", weights_only=True)["optimizer"]
+
+
+def test_medical_batch_augmentation_is_per_image_and_seeded():
+    from tl_medical.loading import BatchAugment, ImageDataset
+
+    images = torch.randint(0, 256, (8, 1, 32, 32), dtype=torch.uint8)
+    images[:] = images[0]
+    augment = BatchAugment()
+    torch.manual_seed(3)
+    out = augment(images)
+    torch.manual_seed(3)
+    assert torch.equal(out, augment(images))
+    assert out.dtype == torch.uint8 and out.shape == images.shape
+    assert len({bytes(o.numpy()) for o in out}) == 8  # each image drew its own warp
+    still = BatchAugment()
+    still.degrees, still.translate, still.scale, still.brightness, still.contrast = (
+        0,
+        0,
+        (1, 1),
+        0,
+        0,
+    )
+    assert torch.equal(still(images), images)
+    data = ImageDataset(images, torch.arange(8), augment=True)
+    assert len(data.__getitems__([0, 1, 2])) == 3 and data[5][1] == 5
+    assert torch.equal(ImageDataset(images, torch.arange(8))[2][0], images[2])
