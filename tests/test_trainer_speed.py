@@ -118,29 +118,3 @@ def test_an_improving_epoch_writes_its_weights_once(runs):
     folder = run_dir / "checkpoints"
     assert os.path.samefile(folder / "best.safetensors", folder / "last.safetensors")
     assert torch.load(run_dir / "checkpoints/last.state.pt", weights_only=True)["optimizer"]
-
-
-def test_medical_batch_augmentation_is_per_image_and_seeded():
-    from tl_medical.loading import BatchAugment, ImageDataset
-
-    images = torch.randint(0, 256, (8, 1, 32, 32), dtype=torch.uint8)
-    images[:] = images[0]
-    augment = BatchAugment()
-    torch.manual_seed(3)
-    out = augment(images)
-    torch.manual_seed(3)
-    assert torch.equal(out, augment(images))
-    assert out.dtype == torch.uint8 and out.shape == images.shape
-    assert len({bytes(o.numpy()) for o in out}) == 8  # each image drew its own warp
-    still = BatchAugment()
-    still.degrees, still.translate, still.scale, still.brightness, still.contrast = (
-        0,
-        0,
-        (1, 1),
-        0,
-        0,
-    )
-    assert torch.equal(still(images), images)
-    data = ImageDataset(images, torch.arange(8), augment=True)
-    assert len(data.__getitems__([0, 1, 2])) == 3 and data[5][1] == 5
-    assert torch.equal(ImageDataset(images, torch.arange(8))[2][0], images[2])

@@ -21,80 +21,32 @@ SPLITS = ("train", "val", "test")
 
 
 class ImageDataset(Dataset):
-    """uint8 images (N, C, H, W) with targets; training augmentation on the fly, a whole
-    batch at a time (`BatchAugment`): the loader fetches batches through ``__getitems__``."""
+    """uint8 images (N, C, H, W) with targets; training augmentation on the fly."""
 
     def __init__(self, images: torch.Tensor, targets: torch.Tensor, augment: bool = False) -> None:
         self.images, self.targets, self.augment = images, targets, augment
-        self.transform = BatchAugment() if augment else None
+        self.transform = _augmentation() if augment else None
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image, target = self.__getitems__([index])[0]
-        return image, target
-
-    def __getitems__(self, indices: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        index = torch.as_tensor(indices, dtype=torch.long)
-        images, targets = self.images[index], self.targets[index]
-        if self.transform is not None and self.augment:
-            images = self.transform(images)
-        return list(zip(images.unbind(0), targets.unbind(0), strict=True))
+        image = self.images[index]
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, self.targets[index]
 
 
-class BatchAugment:
-    """Mild, anatomy-preserving augmentation, drawn per image of a uint8 batch (N, C, H, W):
-    rotation ±7°, translation ±4 %, scale 0.92–1.08 (one ``affine_grid``/``grid_sample``,
-    bilinear, black outside), then brightness and contrast ×0.85–1.15 (contrast around the
-    image's mean grey). No flips: laterality matters in radiographs. Random numbers come
-    from torch's global generator, which the trainer reseeds every epoch (workers: every
-    batch), so runs and ``--resume`` are reproducible."""
+def _augmentation():
+    """Mild, anatomy-preserving augmentation: no flips (laterality matters in radiographs)."""
+    from torchvision.transforms import v2
 
-    degrees, translate, scale, brightness, contrast = 7.0, 0.04, (0.92, 1.08), 0.15, 0.15
-
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        import math
-
-        import torch.nn.functional as F
-
-        x = images.float()
-        n = x.shape[0]
-
-        def uniform(low: float, high: float) -> torch.Tensor:
-            return torch.rand(n) * (high - low) + low
-
-        angle = uniform(-self.degrees, self.degrees) * (math.pi / 180)
-        zoom = uniform(*self.scale)
-        shift = (
-            uniform(-2 * self.translate, 2 * self.translate),
-            uniform(-2 * self.translate, 2 * self.translate),
-        )  # in grid units ([-1, 1] spans the image)
-        cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
-        # output pixel -> input pixel: the inverse of "scale, rotate, then shift"
-        theta = torch.stack(
-            [
-                torch.stack([cos, sin, -(cos * shift[0] + sin * shift[1])], 1),
-                torch.stack([-sin, cos, -(-sin * shift[0] + cos * shift[1])], 1),
-            ],
-            1,
-        )
-        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        shape = (n, 1, 1, 1)
-        x = (x * uniform(1 - self.brightness, 1 + self.brightness).view(shape)).clamp(0, 255)
-        grey = _grey(x).mean(dim=(1, 2, 3), keepdim=True)
-        c = uniform(1 - self.contrast, 1 + self.contrast).view(shape)
-        x = (x * c + grey * (1 - c)).clamp(0, 255)
-        return x.round().to(images.dtype)
-
-
-def _grey(x: torch.Tensor) -> torch.Tensor:
-    """Luma of RGB batches (ITU-R 601, as torchvision's contrast uses); grey ones as they are."""
-    if x.shape[1] != 3:
-        return x
-    weights = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype).view(1, 3, 1, 1)
-    return (x * weights).sum(dim=1, keepdim=True)
+    return v2.Compose(
+        [
+            v2.RandomAffine(degrees=7, translate=(0.04, 0.04), scale=(0.92, 1.08)),
+            v2.ColorJitter(brightness=0.15, contrast=0.15),
+        ]
+    )
 
 
 @dataclass
