@@ -243,7 +243,14 @@ def test_sigterm_fails_the_running_trial_and_queues_it(study, monkeypatch):
         os.kill(os.getpid(), signal.SIGTERM)  # the trainer stops at the next batch
 
     monkeypatch.setattr(PruningCallback, "on_train_epoch_end", send_sigterm, raising=False)
-    args = [a if a != STUDY else "stopped" for a in study.args()]
+    valid = study.root / "valid_space.yaml"  # no invalid dropout: trial 0 must train
+    valid.write_text(
+        yaml.safe_dump({**SPACE, "dropout": {"type": "float", "low": 0.0, "high": 0.5}})
+    )
+    args = [
+        "stopped" if a == STUDY else str(valid) if a == str(study.space) else a
+        for a in study.args()
+    ]
     code, _, stderr = invoke("tune", "medical", *args, "--trials", "3", "--track", "none")
     assert code == 143, stderr[-2000:]
     assert stderr.strip().splitlines()[-1].startswith("error: interrupted by SIGTERM; trial 0")
