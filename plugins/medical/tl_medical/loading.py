@@ -12,6 +12,7 @@ import torch
 from tl.core import DataError, TLData
 from torch.utils.data import Dataset
 
+from .augment import BatchAugment
 from .dataset_index import scan
 from .preprocess import parse_window, to_model_input
 from .readers import read_image
@@ -21,32 +22,26 @@ SPLITS = ("train", "val", "test")
 
 
 class ImageDataset(Dataset):
-    """uint8 images (N, C, H, W) with targets; training augmentation on the fly."""
+    """uint8 images (N, C, H, W) with targets; training augmentation on the fly, a whole
+    batch at a time (`BatchAugment`): the loader fetches batches through ``__getitems__``."""
 
     def __init__(self, images: torch.Tensor, targets: torch.Tensor, augment: bool = False) -> None:
         self.images, self.targets, self.augment = images, targets, augment
-        self.transform = _augmentation() if augment else None
+        self.transform = BatchAugment() if augment else None
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image = self.images[index]
-        if self.transform is not None:
-            image = self.transform(image)
-        return image, self.targets[index]
+        image, target = self.__getitems__([index])[0]
+        return image, target
 
-
-def _augmentation():
-    """Mild, anatomy-preserving augmentation: no flips (laterality matters in radiographs)."""
-    from torchvision.transforms import v2
-
-    return v2.Compose(
-        [
-            v2.RandomAffine(degrees=7, translate=(0.04, 0.04), scale=(0.92, 1.08)),
-            v2.ColorJitter(brightness=0.15, contrast=0.15),
-        ]
-    )
+    def __getitems__(self, indices: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        index = torch.as_tensor(indices, dtype=torch.long)
+        images, targets = self.images[index], self.targets[index]
+        if self.transform is not None and self.augment:
+            images = self.transform(images)
+        return list(zip(images.unbind(0), targets.unbind(0), strict=True))
 
 
 @dataclass
