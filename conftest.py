@@ -8,11 +8,13 @@ test, each plugin's tests and each other test module form one group.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).parent
+sys.path.insert(0, str(ROOT / "tests"))  # shared helpers (cli_inprocess) for plugin tests too
 if os.environ.get("PYTEST_XDIST_WORKER"):  # two workers on two cores: one thread each
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 

@@ -3,13 +3,12 @@ Parquet list / struct / binary columns, and `tl evaluate` on data without the la
 
 from __future__ import annotations
 
-import contextlib
-import io
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from cli_inprocess import invoke, one_line_error
 from tl.core import DataError, read_table
 from tl_fraud.prepare import prepare
 from tl_fraud.schema import CategoricalFeature, TableSchema
@@ -23,28 +22,6 @@ ODD = {
     "struct": (lambda n: [{"a": i % 3} for i in range(n)], "holds structs"),
     "binary": (lambda n: [bytes([200, i % 7]) for i in range(n)], "not UTF-8"),
 }
-
-
-def invoke(*argv: str) -> tuple[int, str, str]:
-    """`tl ARGV` in this process: exit code, stdout, stderr."""
-    from tl.cli.main import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main(list(argv))
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-    return code, out.getvalue(), err.getvalue()
-
-
-def one_line_error(code: int, err: str, *needles: str) -> None:
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert code == 2, err
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    for needle in needles:
-        assert needle in lines[0], lines[0]
 
 
 @pytest.fixture(scope="module")

@@ -3,12 +3,11 @@ one line naming the column, exit 2, no run directory — before any training."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from cli_inprocess import invoke, one_line_error
 
 ODD = {
     "list": (lambda n: [[i, i + 1] for i in range(n)], "holds lists"),
@@ -17,28 +16,6 @@ ODD = {
 }
 FLAGS = ["--time-column", "ts", "--drop", "transaction_id", "--drop", "card_id",
          "--d-token", "8", "--n-blocks", "1", "--epochs", "1", "--device", "cpu"]  # fmt: skip
-
-
-def invoke(*argv: str) -> tuple[int, str, str]:
-    """`tl ARGV` in this process: exit code, stdout, stderr."""
-    from tl.cli.main import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main(list(argv))
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-    return code, out.getvalue(), err.getvalue()
-
-
-def one_line_error(code: int, err: str, *needles: str) -> None:
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert code == 2, err
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    for needle in needles:
-        assert needle in lines[0], lines[0]
 
 
 @pytest.mark.parametrize("kind", sorted(ODD))
