@@ -185,6 +185,10 @@ def distill_run(
     if flags.get("data"):
         changes["data"] = str(Path(flags["data"]).expanduser().resolve())
     options = teacher_cfg.replace(**changes)
+    if options["track"] == "mlflow":  # before any data loads or a run directory exists
+        from .tracking import require_mlflow
+
+        require_mlflow(load=False)
     distill_info = {
         "teacher_run": str(teacher_dir),
         "teacher_backbone": teacher_cfg["backbone"],

@@ -109,6 +109,12 @@ class Trainer:
             torch.backends.cudnn.benchmark = True
 
     # ------------------------------------------------------------ placement
+    @property
+    def stop_signal(self) -> int | None:
+        """The SIGINT/SIGTERM that asked the running (or last) `fit` to stop, if one came;
+        callbacks read it in ``teardown`` (e.g. `tl tune` stops the study on it)."""
+        return self._stop.signum
+
     def loader(
         self,
         dataset: Any,

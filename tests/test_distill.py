@@ -73,6 +73,16 @@ def test_changed_data_is_refused(teacher, tmp_path):
         )
 
 
+def test_track_mlflow_without_mlflow_fails_before_any_run_folder(teacher, tmp_path, monkeypatch):
+    from tl.core.errors import ConfigError
+
+    monkeypatch.setitem(sys.modules, "mlflow", None)
+    flags = {"student": "resnet10t", "out": str(tmp_path / "runs"), "track": "mlflow"}
+    with pytest.raises(ConfigError, match="--track mlflow needs MLflow"):
+        distill_run(teacher, flags, plugin=ToyPlugin())
+    assert not (tmp_path / "runs").exists()
+
+
 def test_cli_distill_on_a_non_run_folder_is_one_line(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "tl.cli", "distill", str(tmp_path), "--student", "resnet10t"],

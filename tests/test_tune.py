@@ -297,3 +297,32 @@ def test_a_bad_space_file_is_one_line(tmp_path, space, says):
     assert code == 2 and len(lines) == 1 and lines[0].startswith("error:"), stderr
     assert says in lines[0] and str(path) in lines[0]
     assert not (tmp_path / "runs").exists()
+
+
+def test_the_default_run_is_a_new_studys_first_trial(tmp_path):
+    import optuna
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+    from tl.core.tuning.space import parse_space
+    from tl_medical.demo import write_dataset
+    from tl_medical.plugin import MedicalPlugin
+
+    space = parse_space(MedicalPlugin(), {**SPACE, "strategy": ["linear", "full"],
+                                          "layer_decay": {"type": "float", "low": 0.5,
+                                                          "high": 0.9, "when": {"strategy": ["llrd"]}}})  # fmt: skip
+    base = {"lr": 1e-3, "weight_decay": 0.05, "dropout": 0.0, "strategy": "auto",
+            "layer_decay": 0.75}  # fmt: skip
+    assert space.baseline(base) == {"lr": 1e-3, "weight_decay": 0.05, "dropout": 0.0}
+    assert space.baseline({**base, "lr": 0.9, "strategy": "full"}) == {
+        "weight_decay": 0.05, "dropout": 0.0, "strategy": "full"}  # fmt: skip
+
+    data = tmp_path / "scans"
+    write_dataset(data, {"normal": 8, "nodule": 8}, seed=4, image_size=32)
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump(SPACE))
+    code, _, stderr = invoke("tune", "medical", "--data", str(data), *ARGS, "--epochs", "1",
+                             "--out", str(tmp_path / "runs"), "--study", "fresh", "--space",
+                             str(tmp_path / "space.yaml"), "--trials", "1")  # fmt: skip
+    assert code == 0, stderr[-2000:]
+    journal = JournalFileBackend(str(tmp_path / "runs" / "tune-fresh" / "journal.log"))
+    (first,) = optuna.load_study(study_name="fresh", storage=JournalStorage(journal)).trials
+    assert first.params == {"lr": 1e-3, "weight_decay": 0.05, "dropout": 0.0}
+    assert first.user_attrs["tl_default_run"] is True

@@ -63,8 +63,7 @@ class PruningCallback(Callback):
             raise Pruned(state.epoch + 1, self.metric, self.value)
 
     def teardown(self, trainer: Any, state: FitState) -> None:
-        stop = getattr(trainer, "_stop", None)  # the trainer's `tl.core.interrupts.StopSignals`
-        self.stop_signal = getattr(stop, "signum", None)
+        self.stop_signal = trainer.stop_signal
 
 
 __all__ = ["MetricMissing", "Pruned", "PruningCallback"]

@@ -85,6 +85,23 @@ class SearchSpace:
             values[param.name] = suggest(trial, param)
         return values
 
+    def baseline(self, base: Mapping[str, Any]) -> dict[str, Any]:
+        """The values of ``base`` (the plain run's options) for the parameters they fall
+        within, in sampling order: the first trial of a new study trains the default run,
+        so that the study's best is never a configuration worse than it on validation."""
+        values: dict[str, Any] = {}
+        for param in self.params:
+            seen = {**base, **self.fixed, **values}
+            if any(seen.get(key) not in allowed for key, allowed in param.when.items()):
+                continue
+            value = base.get(param.name)
+            if param.kind == "categorical":
+                if value in param.choices:
+                    values[param.name] = value
+            elif _within(param, value):
+                values[param.name] = int(value) if param.kind == "int" else float(value)
+        return values
+
     def as_dict(self) -> dict[str, Any]:
         """The space in the YAML form it was read from (for the report and the tracker)."""
         out: dict[str, Any] = dict(self.fixed)
@@ -102,6 +119,13 @@ class SearchSpace:
                 spec["when"] = {k: list(v) for k, v in p.when.items()}
             out[p.name] = spec
         return out
+
+
+def _within(param: Param, value: Any) -> bool:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    whole = param.kind == "float" or float(value).is_integer()
+    return whole and param.low <= value <= param.high
 
 
 def suggest(trial: Any, param: Param) -> Any:

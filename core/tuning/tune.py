@@ -103,6 +103,8 @@ def tune_plugin(
     reporter = reporter or ProgressReporter()
     reporter.log_file = settings.out_dir / "tune.log"
     study, storage = open_study(settings, plugin, str(base["data"]))
+    if not study.trials:  # a new study: trial 0 is the plain `tl run` (see SearchSpace.baseline)
+        study.enqueue_trial(space.baseline(base), user_attrs={"tl_default_run": True})
     reporter.log(
         f"study {name} ({storage}): {len(study.trials)} trials so far; {settings.direction} "
         f"val {metric}; searching " + "; ".join(f"{p.name} {p.describe()}" for p in space.params)
