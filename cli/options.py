@@ -25,11 +25,6 @@ def run_options(plugin: Any, action: str = "run") -> list[click.Option]:
         defaults["weights"] = "none"
     groups = plugin_groups(plugin)
     opts = click_options(RunConfig, action, defaults, groups)
-    for opt in opts:  # strategies whose option group the plugin does not offer are not listed
-        if opt.name == "strategy" and opt.help:
-            names = [n for n in opt.help.split(" (default")[0].rstrip(".").split(" | ")]
-            kept = [n for n in names if n not in {"lora", "prompt", "prototypes"} - groups]
-            opt.help = " | ".join(kept) + " (default" + opt.help.split(" (default", 1)[1]
     opts += click_options(plugin_options_type(plugin, action), None, defaults)
     opts.append(
         click.Option(

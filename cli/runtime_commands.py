@@ -26,14 +26,8 @@ def uses_runtime_hooks(plugin: Any) -> bool:
 
 def _plugin_options(plugin: Any, name: str, args: list[str]) -> tuple[Any, dict[str, Any]]:
     """The plugin's predict options from ``args``: (its dataclass or None, values by name)."""
-    from tl.core.config import click_options
-
     options_type = getattr(plugin, "predict_options_type", None)
-    if options_type is not None:
-        params = click_options(options_type, None)
-    else:  # a plugin still on protocol v1
-        params = list(getattr(plugin, "predict_options", lambda: [])())
-    command = click.Command(plugin.name, params=params)
+    command = click.Command(plugin.name, params=_plugin_params(plugin))
     parsed = command.make_context(f"tl {name} … ({plugin.name} options)", list(args)).params
     if options_type is None:
         return None, parsed
@@ -42,9 +36,40 @@ def _plugin_options(plugin: Any, name: str, args: list[str]) -> tuple[Any, dict[
     return value, dataclasses.asdict(value)
 
 
+class _RuntimeCommand(click.Command):
+    """Its ``--help`` ends with each installed plugin's own options: which plugin reads the
+    model is known only from its metadata, so they cannot be click options of the command."""
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        from tl.core.errors import TLError
+        from tl.core.registry import list_plugins, load_plugin
+
+        for info in list_plugins():
+            try:
+                plugin = load_plugin(info.name)
+                params = _plugin_params(plugin)
+            except TLError:
+                continue
+            rows = [row for row in (p.get_help_record(ctx) for p in params) if row]
+            if rows:
+                with formatter.section(f"Options of {info.name} models (after the ones above)"):
+                    formatter.write_dl(rows)
+        super().format_epilog(ctx, formatter)
+
+
+def _plugin_params(plugin: Any) -> list[click.Parameter]:
+    from tl.core.config import click_options
+
+    options_type = getattr(plugin, "predict_options_type", None)
+    if options_type is not None:
+        return list(click_options(options_type, None))
+    return list(getattr(plugin, "predict_options", lambda: [])())  # a plugin still on v1
+
+
 def _runtime_command(name: str, help_text: str) -> click.Command:
     @click.command(
         name,
+        cls=_RuntimeCommand,
         help=help_text,
         context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
     )

@@ -208,7 +208,16 @@ def _file_values(
             f"use `tl run {source_plugin} --config {where}`, or remove its plugin: line",
         )
     out = {}
+    core_fields = {f.name: f for f in dataclasses.fields(RunConfig)}
     for key, value in raw.items():
+        if key not in fields and key in core_fields:
+            if value is None or value == core_fields[key].default:
+                continue  # an older config.yaml recorded options the plugin does not offer
+            raise ConfigError(
+                f"'{key}' does not apply to {plugin.name} models",
+                where,
+                f"remove {key}: from the config file",
+            )
         if key not in fields:
             raise ConfigError(
                 f"unknown key '{key}' in the config file", where, did_you_mean(key, list(fields))

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,14 +13,29 @@ import click
 _META = "tl_option"
 COMMANDS = ("run", "pretrain")
 #: optional groups of core options; a plugin lists those that work for its models
-OPTION_GROUPS = frozenset({"lora", "prompt", "prototypes", "adversarial"})
+#: (`Plugin.option_groups`): the strategies lora, prompt and prototypes with their settings,
+#: classifier attacks, label smoothing, dropout before the head, BatchNorm re-estimation
+#: (models with BatchNorm) and feature caching (models with a ``features``/``head`` split)
+OPTION_GROUPS = frozenset(
+    {
+        "lora",
+        "prompt",
+        "prototypes",
+        "adversarial",
+        "label_smoothing",
+        "dropout",
+        "batchnorm",
+        "feature_cache",
+    }
+)
 
 
 @dataclass(frozen=True)
 class OptionSpec:
-    """How a config field appears on the command line."""
+    """How a config field appears on the command line; ``help`` may depend on the plugin's
+    option groups (a callable of them)."""
 
-    help: str
+    help: str | Callable[[frozenset[str]], str]
     type: Any = None
     flag: bool = False
     multiple: bool = False
@@ -31,7 +46,7 @@ class OptionSpec:
 
 def option(
     default: Any = None,
-    help: str = "",
+    help: str | Callable[[frozenset[str]], str] = "",
     *,
     type: Any = None,
     flag: bool = False,
@@ -99,7 +114,10 @@ def click_options(
         spec: OptionSpec = f.metadata[_META]
         default = (defaults or {}).get(f.name, f.default)
         shown = _shown_default(default)
-        text = spec.help.rstrip(".") + (f" (default {shown})." if shown else ".")
+        help_text = spec.help
+        if callable(help_text):
+            help_text = help_text(frozenset(OPTION_GROUPS if groups is None else groups))
+        text = help_text.rstrip(".") + (f" (default {shown})." if shown else ".")
         name = flag_name(f.name)
         if spec.flag:
             decls = [f"{name}/--no-{name[2:]}"]

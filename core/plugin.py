@@ -357,7 +357,8 @@ class Plugin:
         `tl.core.tuning.space`: ``{option: {"type": "float" | "int" | "categorical", "low",
         "high", "log", "step", "choices", "when": {option: values}}}``.
 
-        Default: peak LR and weight decay (log scale), dropout, label smoothing; with
+        Default: peak LR and weight decay (log scale), dropout and label smoothing where the
+        plugin offers them (`option_groups`); with
         pretrained weights (not ``--weights none``) also the strategy among linear,
         partial:2, full and llrd (then its layer decay), and lora (then its rank) where the
         plugin offers LoRA. Override it to add the plugin's own knobs (``super()`` and
@@ -367,12 +368,17 @@ class Plugin:
         space: dict[str, Any] = {
             "lr": {"type": "float", "low": 1e-5, "high": 1e-2, "log": True},
             "weight_decay": {"type": "float", "low": 1e-6, "high": 0.1, "log": True},
-            "dropout": {"type": "float", "low": 0.0, "high": 0.5},
-            "label_smoothing": {"type": "float", "low": 0.0, "high": 0.2},
         }
+        groups = plugin_groups(self)
+        if "dropout" in groups:
+            space["dropout"] = {"type": "float", "low": 0.0, "high": 0.5}
+        if "label_smoothing" in groups:
+            space["label_smoothing"] = {"type": "float", "low": 0.0, "high": 0.2}
         if str(options.get("weights", "hub")) != "none":
-            lora = "lora" in plugin_groups(self)
-            strategies = ["linear", "partial:2", "full", "llrd"] + (["lora"] if lora else [])
+            lora = "lora" in groups
+            strategies = ["linear", "partial:2", "full", "llrd", "auto"] + (
+                ["lora"] if lora else []
+            )
             space["strategy"] = {"type": "categorical", "choices": strategies}
             space["layer_decay"] = {"type": "float", "low": 0.5, "high": 0.95,
                                     "when": {"strategy": "llrd"}}  # fmt: skip

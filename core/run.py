@@ -25,7 +25,7 @@ from .lr_finder import lr_find_sections, resolve_lr
 from .plugin import Fitted, Plugin, TLData
 from .progress import ProgressReporter
 from .report import write_report
-from .run_config import resolve_run_config, train_config
+from .run_config import resolve_run_config, scratch_config, train_config
 from .run_export import export_run, record_run_fingerprints, summary_line
 from .rundir import (
     data_fingerprint,
@@ -276,7 +276,7 @@ def _run_main(
     scratch_history = None
     if config["compare_scratch"]:
         reporter.log("training the same model from random init (--compare-scratch)")
-        scratch = _sub_variant(plugin, data, config.replace(weights="none"), run_dir, reporter,
+        scratch = _sub_variant(plugin, data, scratch_config(config), run_dir, reporter,
                                "scratch", resume)  # fmt: skip
         s_metrics = evaluate_variant(plugin, data, scratch).metrics
         scratch_history = scratch.fit.history
@@ -382,7 +382,7 @@ def _train_only(
     train_variant(plugin, data, config, run_dir, quiet, resume=resume, task=_task(plugin, config),
                   callbacks=callbacks)  # fmt: skip
     if config["compare_scratch"]:
-        train_variant(plugin, data, config.replace(weights="none"), run_dir / "scratch", quiet,
+        train_variant(plugin, data, scratch_config(config), run_dir / "scratch", quiet,
                       name="scratch", resume=resume, task=_task(plugin, config))  # fmt: skip
 
 

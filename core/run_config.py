@@ -8,6 +8,7 @@ from typing import Any
 
 from .config import Config, resolve_config
 from .errors import ConfigError
+from .run_options import offered_strategies, strategy_group
 from .rundir import read_config
 from .trainer import TrainConfig
 
@@ -48,10 +49,20 @@ def _checked(config: Config, command: str) -> Config:
         raise ConfigError(
             "--lr find is for `tl run`", f"tl {command}", "give a number, e.g. --lr 1e-3"
         )
+    group = strategy_group(str(config.get("strategy") or "full"))
+    if group is not None and group not in config.groups:
+        raise ConfigError(
+            f"--strategy {config['strategy']} does not apply to these models",
+            f"tl {command}",
+            f"use one of {', '.join(offered_strategies(config.groups))}",
+        )
     if config.get("track") == "mlflow":
         from .tracking import require_mlflow
 
         require_mlflow(load=False)
+    if command == "run" and config.get("strategy") is None:
+        # gradual unfreezing for transfer, plain fine-tuning from random init (config.yaml)
+        config = config.replace(strategy="auto" if str(config["weights"]) != "none" else "full")
     if command == "run" and config.get("compare_scratch") is None:
         # every transfer run says whether it paid; config.yaml records the decision
         config = config.replace(compare_scratch=str(config["weights"]) != "none")
@@ -74,3 +85,10 @@ def train_config(config: Config, **overrides: Any) -> TrainConfig:
         values["precise_bn_below_steps"] = 0 if precise == "off" else 2**62
     values.update(overrides)
     return TrainConfig(**values)
+
+
+def scratch_config(config: Config) -> Config:
+    """``--compare-scratch``'s configuration: the same run from random init; auto's frozen
+    first epochs would freeze random weights there, so it trains as full."""
+    strategy = "full" if config.get("strategy") == "auto" else config.get("strategy")
+    return config.replace(weights="none", strategy=strategy)

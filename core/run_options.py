@@ -30,6 +30,31 @@ class LearningRate(click.ParamType):
         return "NUMBER|find"
 
 
+#: ``--strategy`` values, each with the option group a plugin must offer for it (None: all)
+STRATEGIES: tuple[tuple[str, str | None], ...] = (
+    ("linear", None),
+    ("partial:N", None),
+    ("full", None),
+    ("gradual", None),
+    ("llrd", None),
+    ("auto", None),
+    ("lora", "lora"),
+    ("prompt", "prompt"),
+    ("prototypes", "prototypes"),
+)
+
+
+def offered_strategies(groups: frozenset[str]) -> list[str]:
+    """The strategies a plugin with option ``groups`` offers."""
+    return [name for name, group in STRATEGIES if group is None or group in groups]
+
+
+def strategy_group(strategy: str) -> str | None:
+    """The option group ``strategy`` (e.g. ``"lora"``, ``"partial:2"``) needs, if any."""
+    base = strategy.strip().lower().partition(":")[0]
+    return next((group for name, group in STRATEGIES if name.partition(":")[0] == base), None)
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """The core's options of `tl run` and `tl pretrain` (plugins add their own dataclass)."""
@@ -45,8 +70,13 @@ class RunConfig:
         "hub | none | PATH (.safetensors/.pth, a run directory, a `tl pretrain` output).",
         commands=COMMANDS,
     )
-    strategy: str = option(
-        "full", "linear | partial:N | full | gradual | llrd | lora | prompt | prototypes."
+    strategy: str | None = option(
+        None,
+        lambda groups: (
+            " | ".join(offered_strategies(groups))
+            + " (default: auto with pretrained --weights — head first, one more stage each "
+            "epoch, no early stop before all has trained — full with --weights none)"
+        ),
     )
     epochs: int = option(10, "Maximum epochs.", type=click.IntRange(min=1), commands=COMMANDS)
     batch_size: int = option(32, "Batch size.", type=click.IntRange(min=1), commands=COMMANDS)
@@ -76,8 +106,10 @@ class RunConfig:
     unfreeze_every: int = option(
         1, "gradual: epochs between unfreezing stages.", type=click.IntRange(min=1)
     )
-    label_smoothing: float = option(0.0, "Label smoothing.", type=OPEN_FRACTION)
-    dropout: float = option(0.0, "Dropout before the head.", type=OPEN_FRACTION)
+    label_smoothing: float = option(
+        0.0, "Label smoothing.", type=OPEN_FRACTION, group="label_smoothing"
+    )
+    dropout: float = option(0.0, "Dropout before the head.", type=OPEN_FRACTION, group="dropout")
     lora_rank: int = option(8, "lora: adapter rank.", type=click.IntRange(min=1), group="lora")
     lora_alpha: float = option(16.0, "lora: scaling alpha.", type=POSITIVE, group="lora")
     lora_targets: str | None = option(
@@ -111,16 +143,18 @@ class RunConfig:
     compile: bool = option(False, "torch.compile the model.", flag=True, commands=COMMANDS)
     precise_bn: str = option(
         "auto",
-        "Re-estimate BatchNorm statistics on training batches after each epoch; auto = while "
+        "Re-estimate BatchNorm statistics from each epoch's last training batches; auto = while "
         "training is under 500 optimizer steps (short runs from scratch validate badly without).",
         type=click.Choice(["auto", "on", "off"]),
         commands=COMMANDS,
+        group="batchnorm",
     )
     cache_features: str = option(
         "auto",
         "Train a frozen backbone's head on features computed once (no augmentation); "
         "auto = when the backbone is fully frozen.",
         type=click.Choice(["auto", "on", "off"]),
+        group="feature_cache",
     )
     out: str = option(
         "runs", "Parent folder of run directories.", type=click.Path(), commands=COMMANDS

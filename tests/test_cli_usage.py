@@ -87,3 +87,17 @@ def test_a_config_path_that_is_a_folder_or_not_text_is_one_line(toy_data, tmp_pa
                              (str(tmp_path / "bin.yaml"), "not UTF-8")):  # fmt: skip
         code, _, stderr = tl("run", "toy", "--data", str(toy_data), "--config", config)
         assert code == 2 and expected in one_line(stderr), stderr
+
+
+@pytest.mark.parametrize("command", ["predict", "evaluate"])
+def test_predict_help_lists_every_installed_plugins_own_options(command):
+    from click.testing import CliRunner
+    from tl.cli.main import cli
+
+    result = CliRunner().invoke(cli, [command, "--help"])
+    assert result.exit_code == 0, result.output
+    text = result.output
+    for plugin, flag in [("driving", "--score-threshold"), ("fraud", "--target"),
+                         ("medical", "--window"), ("recsys", "--top-k")]:  # fmt: skip
+        section = text.split(f"Options of {plugin} models", 1)
+        assert len(section) == 2 and flag in section[1].split("Options of", 1)[0], text

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 import click
+import click.testing
 import pytest
 import yaml
 from tl.core import ConfigError, Plugin, RunConfig, option
@@ -113,7 +114,79 @@ def test_a_plugin_offers_only_the_option_groups_its_models_support(tmp_path):
     assert "lora_rank" in options and "prompt_tokens" not in options and "epsilon" not in options
     path = tmp_path / "config.yaml"
     path.write_text("prompt_tokens: 4\n")
-    with pytest.raises(ConfigError, match="unknown key 'prompt_tokens'"):
+    with pytest.raises(ConfigError, match="'prompt_tokens' does not apply to"):
         resolve_config(Detector(), {"data": "."}, path)
     config = resolve_config(Detector(), {"data": "."})
     assert "adversarial" not in config.to_dict() and config["adversarial"] is None
+
+
+def test_an_older_config_with_defaults_of_options_not_offered_still_loads(tmp_path):
+    class Ranker(_Tabular):
+        option_groups = frozenset({"dropout"})
+
+    path = tmp_path / "config.yaml"
+    path.write_text("label_smoothing: 0.0\nprecise_bn: auto\ncache_features: auto\nlr: 0.01\n")
+    config = resolve_config(Ranker(), {"data": "."}, path)
+    assert config["lr"] == 0.01 and "label_smoothing" not in config.to_dict()
+    path.write_text("label_smoothing: 0.1\n")
+    with pytest.raises(ConfigError) as error:
+        resolve_config(Ranker(), {"data": "."}, path)
+    assert "'label_smoothing' does not apply to" in str(error.value)
+    assert "remove label_smoothing:" in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("plugin", "absent", "present"),
+    [
+        ("recsys", ["label-smoothing", "precise-bn", "cache-features", "lora-rank", "epsilon"],
+         ["dropout"]),
+        ("fraud", ["label-smoothing", "precise-bn", "cache-features", "prompt-tokens"],
+         ["dropout"]),
+        ("driving", ["label-smoothing", "dropout", "cache-features", "shots"], ["precise-bn"]),
+        ("medical", [], ["label-smoothing", "dropout", "precise-bn", "cache-features",
+                         "lora-rank", "prompt-tokens", "shots", "epsilon"]),
+    ],
+)  # fmt: skip
+def test_a_plugins_help_lists_only_the_core_options_that_apply(plugin, absent, present):
+    from tl.cli.main import cli
+
+    text = click.testing.CliRunner().invoke(cli, ["run", plugin, "--help"]).output
+    assert all(f"--{name} " not in text for name in absent), text
+    assert all(f"--{name} " in text for name in present), text
+    strategy = " ".join(text.split("--strategy TEXT", 1)[1].split("(default")[0].split())
+    assert ("lora" in strategy) == (plugin == "medical"), strategy
+
+
+def test_a_strategy_the_plugin_does_not_offer_is_refused_before_data_loads():
+    from tl.core.run_config import resolve_run_config
+
+    class Ranker(_Tabular):
+        option_groups = frozenset({"dropout"})
+
+    with pytest.raises(ConfigError) as error:
+        resolve_run_config(Ranker(), {"data": "/nowhere", "strategy": "lora"})
+    assert "--strategy lora does not apply" in str(error.value)
+    assert "linear, partial:N, full, gradual, llrd" in str(error.value)
+    assert resolve_run_config(Ranker(), {"data": "/nowhere", "strategy": "partial:2"})
+
+
+def test_pretrained_weights_default_to_auto_and_scratch_trains_full(tmp_path):
+    from tl.core.run_config import resolve_run_config, scratch_config
+
+    weights = tmp_path / "w.safetensors"
+    weights.write_bytes(b"")
+    plugin = _Tabular()
+    transfer = resolve_run_config(plugin, {"data": "/nowhere", "weights": str(weights)})
+    assert transfer["strategy"] == "auto" and transfer.to_dict()["strategy"] == "auto"
+    assert scratch_config(transfer)["strategy"] == "full"
+    assert scratch_config(transfer)["weights"] == "none"
+    assert resolve_run_config(plugin, {"data": "/nowhere", "weights": "none"})["strategy"] == "full"
+    named = resolve_run_config(plugin, {"data": "/n", "weights": str(weights), "strategy": "llrd"})
+    assert named["strategy"] == "llrd" and scratch_config(named)["strategy"] == "llrd"
+
+
+@pytest.mark.parametrize("plugin", ["fraud", "recsys", "driving"])
+def test_plugins_whose_recipes_were_measured_with_full_keep_it(plugin):
+    from tl.core.registry import load_plugin
+
+    assert load_plugin(plugin).defaults["strategy"] == "full"

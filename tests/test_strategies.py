@@ -94,6 +94,44 @@ def test_llrd_lowers_the_learning_rate_towards_the_input():
     assert all(p.ndim <= 1 for g in no_decay for p in g["params"])
 
 
+def test_auto_unfreezes_gradually_and_holds_early_stopping_until_all_has_trained():
+    model = make_model()
+    options = {"strategy": "auto", "lr": 1e-3, "weight_decay": 0.05, "epochs": 15}
+    plan = build_plan(model, options)
+    head = sum(p.numel() for p in model.head.parameters())
+    counts = []
+    for epoch in range(8):
+        plan.apply(model, epoch)
+        counts.append(parameter_counts(model)[0])
+    assert counts[0] == head and counts[0] < counts[1] < counts[2] < counts[5]
+    assert counts[5:] == [parameter_counts(model)[1]] * 3  # all 5 stages from epoch 6 on
+    assert {g["lr"] for g in plan.param_groups} == {1e-3}
+    assert plan.min_epochs == 7  # two epochs of the whole model before it may stop
+    slower = build_plan(make_model(), {**options, "unfreeze_every": 2})
+    assert slower.min_epochs == 12
+
+
+def test_early_stopping_waits_for_the_plans_minimum_epochs():
+    from types import SimpleNamespace
+
+    from tl.core.callbacks import EarlyStopping
+    from tl.core.trainer import FitResult
+
+    trainer = SimpleNamespace(
+        task=SimpleNamespace(monitor="accuracy", monitor_mode="max"),
+        config=SimpleNamespace(patience=1),
+    )
+    state = SimpleNamespace(plan=SimpleNamespace(min_epochs=4), result=FitResult(), bad_epochs=0)
+    stopped_at = None
+    for epoch, score in enumerate([0.9, 0.5, 0.5, 0.5, 0.5]):
+        state.epoch, state.val_metrics = epoch, {"accuracy": score}
+        EarlyStopping().on_validation_end(trainer, state)
+        if state.result.stopped_early:
+            stopped_at = epoch + 1
+            break
+    assert stopped_at == 4 and state.result.best_epoch == 1
+
+
 def test_batchnorm_statistics_stay_frozen_under_linear():
     model = make_model()
     plan = build_plan(model, "linear", 1e-2, 0.0)
@@ -128,6 +166,7 @@ def test_every_builtin_strategy_is_registered_in_order():
         "full",
         "gradual",
         "llrd",
+        "auto",
         "lora",
         "prompt",
         "prototypes",
@@ -208,3 +247,25 @@ def test_is_vit_accepts_a_model_or_its_backbone():
     assert is_vit(vit) and is_vit(vit.backbone)
     cnn = make_model()
     assert not is_vit(cnn) and not is_vit(cnn.backbone)
+
+
+def test_a_tie_on_a_saturated_metric_goes_to_the_lower_validation_loss():
+    from types import SimpleNamespace
+
+    from tl.core.callbacks import EarlyStopping
+    from tl.core.trainer import FitResult
+
+    trainer = SimpleNamespace(
+        task=SimpleNamespace(monitor="auroc", monitor_mode="max"),
+        config=SimpleNamespace(patience=2),
+    )
+    state = SimpleNamespace(plan=SimpleNamespace(min_epochs=0), result=FitResult(), bad_epochs=0)
+    best = []
+    for epoch, loss in enumerate([0.60, 0.40, 0.45, 0.30, 0.50, 0.55]):
+        state.epoch, state.val_metrics = epoch, {"auroc": 1.0, "loss": loss}
+        state.result.history.append({"epoch": epoch + 1, "val_auroc": 1.0, "val_loss": loss})
+        EarlyStopping().on_validation_end(trainer, state)
+        best.append(state.result.best_epoch)
+        if state.result.stopped_early:
+            break
+    assert best == [1, 2, 2, 4, 4, 4] and state.result.stopped_early

@@ -88,6 +88,8 @@ class StrategyPlan:
     trainable_stages: int
     unfreeze_every: int = 1
     notes: list[str] = field(default_factory=list)
+    #: early stopping does not stop before this many epochs (e.g. a linear probe phase)
+    min_epochs: int = 0
 
     @property
     def n_stages(self) -> int:

@@ -57,8 +57,9 @@ class FraudPlugin(Plugin):
     monitor = "average_precision"
     monitor_mode = "max"
     hub_weights = False
-    #: no visual prompts, prototypes, adversarial attacks or LoRA for these models
-    option_groups = frozenset()
+    #: dropout only: no visual prompts, prototypes, attacks, LoRA, label smoothing (a BCE or
+    #: focal loss), BatchNorm (LayerNorm blocks) or feature caching for these models
+    option_groups = frozenset({"dropout"})
     defaults = DEFAULTS
     options_type = FraudOptions
     pretrain_options_type = FraudPretrainOptions
@@ -71,7 +72,6 @@ class FraudPlugin(Plugin):
         """`tl tune`: LR, weight decay, head dropout and the loss; from scratch also the
         token width and depth (pretrained weights fix them); with weights the strategy."""
         space = super().search_space(options)
-        del space["label_smoothing"]  # a BCE/focal loss without smoothing
         space["loss"] = {"type": "categorical", "choices": ["weighted", "focal", "plain"]}
         if str(options["weights"]) == "none":
             space["d_token"] = {"type": "categorical", "choices": [32, 64, 128]}

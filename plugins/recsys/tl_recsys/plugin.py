@@ -47,9 +47,11 @@ class RecsysPlugin(Plugin):
     monitor = "ndcg@10"
     monitor_mode = "max"
     hub_weights = False
-    #: no visual prompts, prototypes, adversarial attacks or LoRA for these models
-    option_groups = frozenset()
-    defaults = {"dropout": 0.2}
+    #: dropout only: no visual prompts, prototypes, attacks, LoRA, label smoothing (a ranking
+    #: loss), BatchNorm or feature caching for these models
+    option_groups = frozenset({"dropout"})
+    #: full fine-tuning also with pretrained weights: the recipe the README measured
+    defaults = {"dropout": 0.2, "strategy": "full"}
     options_type = RecsysOptions
     pretrain_options_type = RecsysLogOptions
     predict_options_type = RecsysPredictOptions
@@ -62,7 +64,6 @@ class RecsysPlugin(Plugin):
         """`tl tune`: LR, weight decay, dropout; from scratch also the encoder's width and
         depth (pretrained weights fix them); with weights the strategy."""
         space = super().search_space(options)
-        del space["label_smoothing"]  # the ranking loss does not smooth
         if str(options["weights"]) == "none":
             space["d_model"] = {"type": "categorical", "choices": [32, 64, 128]}
             space["layers"] = {"type": "int", "low": 1, "high": 3}
