@@ -50,13 +50,33 @@ def classification_metrics(
     labels: list[str],
     multilabel: bool = False,
     threshold: float | None = None,
+    per_class: bool = True,
 ) -> dict[str, Any]:
     """accuracy, balanced accuracy, macro F1, macro AUROC, ECE, per-class report and the
     confusion matrix; binary tasks add sensitivity/specificity at ``threshold``.
 
     ``probs``: (N, C) probabilities; ``targets``: (N,) class indices, or (N, C) 0/1 when
-    ``multilabel``.
+    ``multilabel``. ``per_class=False`` leaves out the per-class report (per-epoch
+    validation keeps only scalars).
     """
+    import sklearn
+
+    # tl's own arrays: sklearn's per-call parameter checks cost more than the metrics here
+    with sklearn.config_context(skip_parameter_validation=True):
+        out = _classification_metrics(probs, targets, labels, multilabel, threshold, per_class)
+    if not per_class:
+        del out["per_class"]
+    return out
+
+
+def _classification_metrics(
+    probs: np.ndarray,
+    targets: np.ndarray,
+    labels: list[str],
+    multilabel: bool,
+    threshold: float | None,
+    per_class: bool,
+) -> dict[str, Any]:
     from sklearn import metrics as skm
 
     probs = np.asarray(probs, dtype=np.float64)
@@ -68,7 +88,7 @@ def classification_metrics(
             "accuracy": float(skm.accuracy_score(targets, predicted)),
             "macro_f1": float(skm.f1_score(targets, predicted, average="macro", zero_division=0)),
             "auroc": _safe_auroc(targets, probs, average="macro"),
-            "per_class": _report(targets, predicted, labels),
+            "per_class": _report(targets, predicted, labels) if per_class else None,
         }
         out["balanced_accuracy"] = float(
             np.mean(
@@ -103,7 +123,7 @@ def classification_metrics(
             targets, probs[:, 1] if binary else probs, multi_class=not binary, n_classes=n_classes
         ),
         "ece": expected_calibration_error(probs, targets),
-        "per_class": _report(targets, predicted, labels),
+        "per_class": _report(targets, predicted, labels) if per_class else None,
         "confusion_matrix": skm.confusion_matrix(
             targets, predicted, labels=range(n_classes)
         ).tolist(),

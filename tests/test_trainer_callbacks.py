@@ -223,7 +223,9 @@ def test_a_replaced_training_step_is_the_only_difference(tmp_path):
 
 
 def test_early_stopping_keeps_the_best_epoch(tmp_path):
-    flat = dataclasses.replace(TASK, metrics=lambda outputs, split: {"accuracy": 0.5})
+    # a flat metric and a flat loss: nothing after epoch 1 improves, not even a tie
+    flat_metrics = {"accuracy": 0.5, "loss": 1.0}
+    flat = dataclasses.replace(TASK, metrics=lambda outputs, split: flat_metrics)
     model, result, _ = fit(tmp_path, task=flat, epochs=5, patience=2)
     assert result.stopped_early and len(result.history) == 3 and result.best_epoch == 1
     assert json.loads((tmp_path / "checkpoints/best.json").read_text())["epoch"] == 1

@@ -31,12 +31,13 @@ def probabilities(logits: np.ndarray, multilabel: bool, temperature: float = 1.0
     return sigmoid(logits, temperature) if multilabel else softmax(logits, temperature)
 
 
-def split_metrics(outputs: list[Any], labels: list[str], multilabel: bool) -> dict[str, Any]:
+def split_metrics(
+    outputs: list[Any], labels: list[str], multilabel: bool, per_class: bool = True
+) -> dict[str, Any]:
     """Uncalibrated metrics of one split (validation monitoring, the raw test metrics)."""
     logits, targets = gather(outputs)
-    return classification_metrics(
-        probabilities(logits, multilabel), targets, labels, multilabel=multilabel
-    )
+    probs = probabilities(logits, multilabel)
+    return classification_metrics(probs, targets, labels, multilabel, per_class=per_class)
 
 
 def fit_calibration(

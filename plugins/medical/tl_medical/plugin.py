@@ -135,7 +135,7 @@ class MedicalPlugin(Plugin):
     def metrics(self, outputs: list[Any], data: Any, split: str) -> dict[str, Any]:
         from .fitting import split_metrics
 
-        return split_metrics(outputs, data.labels, data.multilabel)
+        return split_metrics(outputs, data.labels, data.multilabel, per_class=split != "val")
 
     def finalize(
         self, model: Any, data: Any, outputs: dict[str, list[Any]], options: Config
