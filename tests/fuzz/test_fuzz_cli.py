@@ -31,7 +31,7 @@ from reliability_data import COMMON, PLUGINS  # noqa: E402
 # a valid value trains a tiny model for one epoch: fewer examples than the reader fuzzing
 # (CI time); TL_FUZZ_EXAMPLES=50 hunts deeper (400 cases, random)
 CLI_FUZZ = settings(
-    max_examples=DEEP or 10,
+    max_examples=DEEP or 6,
     deadline=None,
     derandomize=not DEEP,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
