@@ -9,6 +9,7 @@ import os
 import pytest
 import torch
 from safetensors.torch import load_file
+from test_trainer_callbacks import TinyPlan, training_step
 from tl.core.task import Task
 from tl.core.trainer import TrainConfig, Trainer
 from torch import nn
@@ -25,29 +26,6 @@ class InputNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.norm(x))
-
-
-class Plan:
-    def __init__(self, model: nn.Module) -> None:
-        self.param_groups = [{"params": list(model.parameters())}]
-
-    def apply(self, model, epoch):
-        return False
-
-    def train_mode(self, model):
-        model.train()
-
-    def checkpoint_state(self, model):
-        return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-    def load_checkpoint_state(self, model, state):
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        return list(missing), list(unexpected)
-
-
-def _step(model, batch):
-    x, y = batch
-    return nn.functional.cross_entropy(model(x), y)
 
 
 def _predict(model, batch):
@@ -73,14 +51,14 @@ TRAIN = TensorDataset(X, (X[:, 0] > 5).long())
 
 def fit(run_dir, **config):
     torch.manual_seed(0)
-    task = Task(_step, _predict, Scores(), monitor="score", monitor_mode="max")
+    task = Task(training_step, _predict, Scores(), monitor="score", monitor_mode="max")
     model = InputNorm()
     options = dict(epochs=3, batch_size=BATCH, lr=1e-2, device="cpu", patience=0, seed=0)
     trainer = Trainer(
         TrainConfig(**{**options, **config}), task, run_dir, tensorboard=False,
         weights_meta=lambda: {"plugin": "speed"},
     )  # fmt: skip
-    trainer.fit(model, Plan(model), TRAIN, TRAIN)
+    trainer.fit(model, TinyPlan(model), TRAIN, TRAIN)
     return model, trainer
 
 
