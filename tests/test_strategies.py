@@ -269,3 +269,10 @@ def test_a_tie_on_a_saturated_metric_goes_to_the_lower_validation_loss():
         if state.result.stopped_early:
             break
     assert best == [1, 2, 2, 4, 4, 4] and state.result.stopped_early
+
+
+def test_the_torch_free_strategy_list_matches_the_registry():
+    from tl.core.run_options import STRATEGIES
+
+    builtin = strategy_names()[: len(STRATEGIES)]  # other tests register more after these
+    assert [name for name, _ in STRATEGIES] == builtin
