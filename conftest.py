@@ -2,7 +2,10 @@
 
 Trained runs are shared through session- and module-scoped fixtures; a worker builds a
 fixture for itself, so tests that share one must run on the same worker. Each contract-suite
-test, each plugin's tests and each other test module form one group.
+test, each plugin's tests and each other test module form one group, unless a test names its
+own (``pytest.mark.xdist_group``: long tests that share nothing). xdist hands groups out in
+collection order, so the longest go first: a long group started last leaves the other worker
+idle at the end.
 """
 
 from __future__ import annotations
@@ -19,6 +22,11 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # two workers on two cores: one threa
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
+# the longest groups, longest first (`pytest --durations`); the others keep their order after
+LONGEST_FIRST = ("contract", "plugin-medical", "reliability-driving", "plugin-driving",
+                 "tests/fuzz/test_fuzz_cli.py", "reliability-medical")  # fmt: skip
+
+
 def _group(path: Path) -> str:
     parts = path.relative_to(ROOT).parts
     if parts[:2] == ("tests", "contract"):
@@ -28,10 +36,18 @@ def _group(path: Path) -> str:
     return "/".join(parts)
 
 
+@pytest.hookimpl(tryfirst=True)  # xdist turns the marks into node-id suffixes in its own hook
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    groups = {}
     for item in items:
+        named = item.get_closest_marker("xdist_group")
+        if named is not None:
+            groups[item] = str(named.args[0])
+            continue
         try:
-            group = _group(Path(str(item.path)))
+            groups[item] = _group(Path(str(item.path)))
         except ValueError:  # a test outside the repository
             continue
-        item.add_marker(pytest.mark.xdist_group(group))
+        item.add_marker(pytest.mark.xdist_group(groups[item]))
+    rank = {group: i for i, group in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(groups.get(item, ""), len(rank)))

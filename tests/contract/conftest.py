@@ -42,11 +42,24 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture(scope="session")
+def trained_runs() -> dict[str, Trained]:
+    """Every trained run of this worker, by plugin: pytest tears a parametrized fixture down
+    whenever the next test wants another parameter, and this keeps the runs for the session."""
+    return {}
+
+
 @pytest.fixture(scope="session", params=installed())
-def trained(request, tmp_path_factory, toy_registered) -> Trained:
+def trained(request, trained_runs, tmp_path_factory, toy_registered) -> Trained:
+    name = request.param
+    if name not in trained_runs:
+        trained_runs[name] = _trained(name, tmp_path_factory)
+    return trained_runs[name]
+
+
+def _trained(name: str, tmp_path_factory: pytest.TempPathFactory) -> Trained:
     import torch
 
-    name = request.param
     spec = SPECS[name]
     root = tmp_path_factory.mktemp(f"contract-{name}")
     data, args = spec.make(root / "data")
