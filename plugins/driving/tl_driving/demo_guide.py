@@ -48,9 +48,9 @@ def guide(root: Path) -> DemoGuide:
             ),
         ],
         commands=[
-            f"tl pretrain driving --data {data('day')} {MODEL} --weights none --epochs 10",
+            f"tl pretrain driving --data {data('day')} {MODEL} --weights none --epochs 30",
             f"tl run driving --data {data('night')} {MODEL} "
-            f"--weights {DemoGuide.latest_run('pretrain-driving')} --epochs 15 --lr 1e-3",
+            f"--weights {DemoGuide.latest_run('pretrain-driving')} --epochs 25 --lr 1e-3",
             f"tl predict {DemoGuide.latest_run('driving')} --data {data('night/images')} "
             "--out driving-detections.csv",
         ],
