@@ -96,3 +96,39 @@ def test_an_improving_epoch_writes_its_weights_once(runs):
     folder = run_dir / "checkpoints"
     assert os.path.samefile(folder / "best.safetensors", folder / "last.safetensors")
     assert torch.load(run_dir / "checkpoints/last.state.pt", weights_only=True)["optimizer"]
+
+
+@pytest.mark.parametrize("name", ["adamw", "sgd"])
+def test_the_optimizer_is_fused_on_cpu_and_steps_like_torchs_default(name):
+    from tl.core.optim import build_optimizer
+
+    def trained(fused_default: bool) -> tuple[torch.optim.Optimizer, torch.Tensor]:
+        torch.manual_seed(0)
+        model = InputNorm()
+        config = TrainConfig(optimizer=name, lr=1e-2)
+        groups = [{"params": list(model.parameters())}]
+        if fused_default:
+            optimizer = build_optimizer(config, groups)
+        elif name == "adamw":
+            optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+        else:
+            optimizer = torch.optim.SGD(groups, lr=config.lr, momentum=0.9, nesterov=True)
+        for step in range(5):
+            x = X[step * BATCH : (step + 1) * BATCH]
+            loss = nn.functional.cross_entropy(model(x), (x[:, 0] > 5).long())
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        return optimizer, torch.cat([p.detach().flatten() for p in model.parameters()])
+
+    fused, weights = trained(True)
+    assert fused.defaults["fused"] is True
+    torch.testing.assert_close(weights, trained(False)[1], rtol=1e-5, atol=1e-6)
+
+
+def test_parameters_without_fused_kernels_keep_torchs_default():
+    from tl.core.optim import build_optimizer
+
+    complex_weight = nn.Parameter(torch.zeros(2, dtype=torch.complex64))
+    optimizer = build_optimizer(TrainConfig(), [{"params": [complex_weight]}])
+    assert not optimizer.defaults["fused"]
