@@ -205,7 +205,9 @@ class Checkpointing(Callback):
     scheduler and scaler state) after every epoch, on rank 0 — best first, so that a kill
     between the two leaves ``last`` an epoch behind, never ahead of ``best``; ``--resume`` continues from
     ``last``; the best epoch's weights are loaded back when training ends. What a checkpoint
-    holds is the strategy's choice (`StrategyPlan.checkpoint_state`; lora: merged weights)."""
+    holds is the strategy's choice (`StrategyPlan.checkpoint_state`; lora: merged weights).
+    The files are written behind the next epoch's training (`CheckpointStore.save` with
+    ``background``); ``teardown`` waits for them."""
 
     def on_fit_start(self, trainer: Any, state: FitState) -> None:
         store = trainer.store
@@ -236,7 +238,7 @@ class Checkpointing(Callback):
         progress = state.progress()
         weights = state.plan.checkpoint_state(state.model)
         if state.improved:
-            trainer.save_checkpoint("best", state.model, progress, weights)
+            trainer.save_checkpoint("best", state.model, progress, weights, background=True)
         training_state = {
             "optimizer": state.optimizer.state_dict(),
             "scheduler": state.scheduler.state_dict(),
@@ -244,8 +246,11 @@ class Checkpointing(Callback):
         }
         trainer.save_checkpoint(
             "last", state.model, progress, weights, training_state=training_state,
-            weights_from="best" if state.improved else None,
+            weights_from="best" if state.improved else None, background=True,
         )  # fmt: skip
+
+    def teardown(self, trainer: Any, state: FitState) -> None:
+        trainer.store.close()
 
     def on_fit_end(self, trainer: Any, state: FitState) -> None:
         if trainer.store.exists("best"):

@@ -6,6 +6,11 @@
 history. Each file is written to a temp name and renamed; the JSON is written last, so a
 checkpoint is complete exactly when its JSON names its epoch. When an epoch writes both,
 ``last.safetensors`` is a hard link of ``best.safetensors`` (the same bytes, written once).
+
+During training the files are written behind the loop (``save(..., background=True)``,
+`tl.core.background.OrderedWriter`): the tensors are copied when the epoch ends, written
+in order by one thread, and every read of the store waits for the writes before it. A kill
+loses at most the checkpoint being written; the previous one stays complete.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .backbones import TL_WEIGHTS_KEY
+from .background import OrderedWriter
 from .errors import DataError, OutputError
 from .fileio import _jsonable, atomic_path
 
@@ -108,6 +114,25 @@ def save_training_state(training_state: dict[str, Any], path: Path) -> None:
         serialization.set_crc32_options(crc)
 
 
+def snapshot(value: Any, live: set[int] | None = None) -> Any:
+    """``value`` (nested dicts, lists, tuples) with every tensor copied to CPU, so that it
+    can be written while training goes on changing the originals. With ``live`` (storage
+    pointers), only tensors on those storages are copied; the others are taken as they are."""
+    if isinstance(value, torch.Tensor):
+        if live is not None and value.untyped_storage().data_ptr() not in live:
+            return value
+        return value.detach().to("cpu", copy=True).contiguous()
+    if isinstance(value, dict):
+        return {k: snapshot(v, live) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(snapshot(v, live) for v in value)
+    return value
+
+
+def _storages(model: nn.Module) -> set[int]:
+    return {t.untyped_storage().data_ptr() for t in model.state_dict().values()}
+
+
 def _link_or_copy(source: Path, target: Path) -> None:
     target.unlink(missing_ok=True)
     try:
@@ -119,6 +144,7 @@ def _link_or_copy(source: Path, target: Path) -> None:
 class CheckpointStore:
     def __init__(self, run_dir: Path) -> None:
         self.dir = Path(run_dir) / "checkpoints"
+        self._writer = OrderedWriter("tl-checkpoints")
 
     def path(self, tag: str, suffix: str) -> Path:
         return self.dir / f"{tag}{suffix}"
@@ -132,9 +158,39 @@ class CheckpointStore:
         training_state: dict[str, Any] | None = None,
         state: dict[str, torch.Tensor] | None = None,
         weights_from: str | None = None,
+        background: bool = False,
     ) -> None:
         """``weights_from``: a tag saved this epoch with the same weights and meta, whose
-        weights file this one shares (hard link; a copy where links are unsupported)."""
+        weights file this one shares (hard link; a copy where links are unsupported).
+        ``background``: copy the tensors now, write them behind the caller (`flush` waits;
+        a failed write raises from the next `save`, `check` or `flush`)."""
+        tensors = None if weights_from is not None else state
+        if tensors is None and weights_from is None:
+            tensors = state_dict_for_saving(model)
+        meta_text = json.dumps(meta, default=str)
+        progress_text = json.dumps(progress, indent=2, default=_jsonable) + "\n"
+        if not background:
+            self.flush()
+            self._write(tag, tensors, meta_text, progress_text, training_state, weights_from)
+            return
+        live = _storages(getattr(model, "module", model))
+        tensors = snapshot(tensors, live) if tensors is not None else None
+        training_state = snapshot(training_state) if training_state is not None else None
+        self._writer.submit(
+            lambda: self._write(
+                tag, tensors, meta_text, progress_text, training_state, weights_from
+            )
+        )
+
+    def _write(
+        self,
+        tag: str,
+        tensors: dict[str, torch.Tensor] | None,
+        meta_text: str,
+        progress_text: str,
+        training_state: dict[str, Any] | None,
+        weights_from: str | None,
+    ) -> None:
         # All files go to temp names first and are renamed only when every one is written
         # (ExitStack exits last-in first-out: state, weights, then the JSON that commits the
         # checkpoint), so a full disk or a kill never leaves a mixed or half-written one.
@@ -149,16 +205,10 @@ class CheckpointStore:
                 if weights_from is not None:
                     _link_or_copy(self.path(weights_from, ".safetensors"), weights_tmp)
                 else:
-                    save_file(
-                        state if state is not None else state_dict_for_saving(model),
-                        str(weights_tmp),
-                        metadata={TL_WEIGHTS_KEY: json.dumps(meta, default=str)},
-                    )
-                progress_tmp.write_text(
-                    json.dumps(progress, indent=2, default=_jsonable) + "\n", encoding="utf-8"
-                )
+                    save_file(tensors, str(weights_tmp), metadata={TL_WEIGHTS_KEY: meta_text})
+                progress_tmp.write_text(progress_text, encoding="utf-8")
         except OSError as exc:
-            kept = self.progress(tag).get("epoch") if self.exists(tag) else None
+            kept = self._progress(tag).get("epoch") if self._exists(tag) else None
             raise OutputError(
                 f"cannot write the {tag} checkpoint ({exc.strerror or exc}); "
                 + (f"the {tag} checkpoint of epoch {kept} is intact" if kept else "none was kept"),
@@ -167,10 +217,30 @@ class CheckpointStore:
                 f"{self.dir.parent}",
             ) from exc
 
+    def check(self) -> None:
+        """Raise the error of a background write that failed (cheap: waits for nothing)."""
+        self._writer.check()
+
+    def flush(self) -> None:
+        """Wait for the background writes; raise the error of one that failed."""
+        self._writer.flush()
+
+    def close(self) -> None:
+        """`flush` and stop the writer's thread."""
+        self._writer.close()
+
     def exists(self, tag: str) -> bool:
+        self.flush()
+        return self._exists(tag)
+
+    def _exists(self, tag: str) -> bool:
         return self.path(tag, ".json").exists() and self.path(tag, ".safetensors").exists()
 
     def progress(self, tag: str) -> dict[str, Any]:
+        self.flush()
+        return self._progress(tag)
+
+    def _progress(self, tag: str) -> dict[str, Any]:
         try:
             progress = json.loads(self.path(tag, ".json").read_text(encoding="utf-8"))
             valid = (
@@ -197,6 +267,7 @@ class CheckpointStore:
         return progress
 
     def training_state(self, tag: str) -> dict[str, Any] | None:
+        self.flush()
         path = self.path(tag, ".state.pt")
         if not path.exists():
             return None
@@ -208,4 +279,5 @@ class CheckpointStore:
             ) from exc
 
     def load_model(self, tag: str, model: nn.Module, load: LoadFn | None = None) -> None:
+        self.flush()
         load_weights_into(model, self.path(tag, ".safetensors"), load)

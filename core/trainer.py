@@ -239,6 +239,7 @@ class Trainer:
         with progress, norms:
             for index, batch in enumerate(loader):
                 self._stop.check(epoch, self.store, self.run_dir)
+                self.store.check()
                 if index == average_from:
                     norms.begin()
                 batch = self.to_device(batch)
@@ -366,16 +367,20 @@ class Trainer:
         training_state: dict[str, Any] | None = None,
         meta: dict[str, Any] | None = None,
         weights_from: str | None = None,
+        background: bool = False,
     ) -> None:
         """Write ``checkpoints/{tag}.*`` on the calling rank: the weights (``state``, the
         tensors a plan chose, default ``model``'s state dict) with ``weights_meta()``, the
         epoch of ``progress`` and ``meta``; ``progress`` as ``{tag}.json``; and
         ``training_state`` (optimizer, scheduler…) for ``--resume``. ``weights_from``: the
-        tag just saved with the same weights and ``meta`` (its file is shared, not rewritten)."""
+        tag just saved with the same weights and ``meta`` (its file is shared, not rewritten).
+        ``background``: written behind the training loop (`CheckpointStore.save`); the
+        store's reads and ``teardown`` wait for it."""
         full_meta = {**self.weights_meta(), "epoch": progress["epoch"], **(meta or {})}
         self.store.save(
-            tag, model, full_meta, progress, training_state, state=state, weights_from=weights_from
-        )
+            tag, model, full_meta, progress, training_state, state=state,
+            weights_from=weights_from, background=background,
+        )  # fmt: skip
 
 
 __all__ = [

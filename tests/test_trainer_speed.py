@@ -132,3 +132,60 @@ def test_parameters_without_fused_kernels_keep_torchs_default():
     complex_weight = nn.Parameter(torch.zeros(2, dtype=torch.complex64))
     optimizer = build_optimizer(TrainConfig(), [{"params": [complex_weight]}])
     assert not optimizer.defaults["fused"]
+
+
+def _store_with_checkpoint(tmp_path):
+    from tl.core.checkpoints import CheckpointStore
+
+    torch.manual_seed(0)
+    model = InputNorm()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    nn.functional.cross_entropy(model(X[:BATCH]), (X[:BATCH, 0] > 5).long()).backward()
+    optimizer.step()
+    return CheckpointStore(tmp_path), model, optimizer
+
+
+def test_a_background_checkpoint_holds_the_epoch_it_was_saved_in(tmp_path):
+    store, model, optimizer = _store_with_checkpoint(tmp_path)
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    moments = optimizer.state_dict()["state"][0]["exp_avg"].clone()
+    progress = {"epoch": 1, "bad_epochs": 0, "best_epoch": 1, "best_score": 0.5,
+                "stopped_early": False, "history": [{"epoch": 1}]}  # fmt: skip
+    store.save("last", model, {"plugin": "speed"}, progress,
+               {"optimizer": optimizer.state_dict()}, background=True)  # fmt: skip
+    with torch.no_grad():  # training goes on while the files are written
+        for p in model.parameters():
+            p.add_(1.0)
+    optimizer.step()
+    progress["history"].append({"epoch": 2})
+    assert store.progress("last")["history"] == [{"epoch": 1}]  # a read waits for the write
+    saved = load_file(str(tmp_path / "checkpoints/last.safetensors"))
+    assert all(torch.equal(saved[k], v) for k, v in weights.items())
+    state = store.training_state("last")["optimizer"]["state"][0]
+    assert torch.equal(state["exp_avg"], moments)
+    store.close()
+
+
+def test_a_failed_background_write_stops_the_queue_and_raises_once(tmp_path, monkeypatch):
+    import errno
+
+    import tl.core.checkpoints as checkpoints
+    from tl.core.errors import OutputError
+
+    store, model, _ = _store_with_checkpoint(tmp_path)
+    progress = {"epoch": 1, "bad_epochs": 0, "best_epoch": 1, "best_score": 0.5,
+                "stopped_early": False, "history": []}  # fmt: skip
+    store.save("best", model, {}, progress, background=True)
+    store.flush()
+
+    def full_disk(tensors, filename, metadata=None):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), filename)
+
+    monkeypatch.setattr(checkpoints, "save_file", full_disk)
+    store.save("best", model, {}, {**progress, "epoch": 2}, background=True)
+    store.save("last", model, {}, {**progress, "epoch": 2}, background=True, weights_from="best")
+    with pytest.raises(OutputError, match="No space left.*best checkpoint of epoch 1 is intact"):
+        store.flush()
+    store.close()  # raised once
+    assert store.progress("best")["epoch"] == 1
+    assert not store.path("last", ".json").exists(), "the write after the failed one never ran"

@@ -8,9 +8,10 @@ layout (offline, real images). Ours is the whole `tl run medical` in this proces
 batch 64, ``--strategy full --weights none --patience 99``), timed by its own
 ``train_seconds``; the loop trains the same timm model with AdamW on the same training items
 (the run's splits.csv), one validation pass per epoch included in its time. The two
-alternate (ours, loop, ours, loop …) so that load on a shared machine hits both alike; the
-fastest of each is kept. images/s = training images x epochs / seconds; ``to 0.95``: seconds
-from the start of training until validation accuracy first reaches 0.95 (``-`` never).
+alternate in ABBA order (ours, loop, loop, ours …) so that load on a shared machine and
+the order within a pair hit both alike; the fastest of each is kept. images/s = training
+images x epochs / seconds; ``to 0.95``: seconds from the start of training until
+validation accuracy first reaches 0.95 (``-`` never).
 Target: ours >= 0.95x the loop at 32 px with default augmentation and at 96 px.
 """
 
@@ -159,9 +160,17 @@ def time_to(curve: list[tuple[float, float]], accuracy: float = ACCURACY) -> flo
 def measure_row(key: str, root: Path, args: argparse.Namespace) -> dict[str, Any]:
     title, size, augment = ROWS[key]
     best: dict[str, dict] = {}
+    run_dir = None
     for repeat in range(args.repeats):
-        runs = {"ours": ours(root / "digits", root / f"runs-{key}", size, augment, args)}
-        runs["loop"] = hand_loop(root / "digits", runs["ours"]["run_dir"], size, args)
+        runs: dict[str, dict] = {}
+        # ABBA order (ours, loop, loop, ours …): whatever runs second in a pair is not
+        # always the same one; the loop trains on the split of the latest `tl run`
+        for name in ("ours", "loop") if repeat % 2 == 0 else ("loop", "ours"):
+            if name == "ours":
+                runs[name] = ours(root / "digits", root / f"runs-{key}", size, augment, args)
+                run_dir = runs[name]["run_dir"]
+            else:
+                runs[name] = hand_loop(root / "digits", run_dir, size, args)
         for name, run in runs.items():
             run["images_s"] = run["n_train"] * args.epochs / run["seconds"]
             print(

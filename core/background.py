@@ -1,0 +1,67 @@
+"""Writes that run behind the training loop: one thread, in submission order.
+
+Training must not wait for checkpoint files (serialising and ``fsync``-ing ~60 MB of a
+resnet's weights and optimizer state per epoch; much more for big models and slow disks),
+but their order is part of their meaning — ``best`` before ``last``, a checkpoint's JSON
+after its tensors — so one worker runs the jobs one after another. The first job that fails
+stops the queue (later jobs would build on what it did not write); its exception is
+re-raised in the training thread by the next `submit`, `check` or `flush`."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+
+
+class OrderedWriter:
+    def __init__(self, name: str = "tl-writer") -> None:
+        self._name = name
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: list[Future[None]] = []
+        self._error: BaseException | None = None
+        self._raised = False
+        self._lock = threading.Lock()
+
+    def submit(self, job: Callable[[], None]) -> None:
+        """Run ``job`` after every job submitted before it (raises an earlier job's error)."""
+        self.check()
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=self._name)
+        self._pending = [f for f in self._pending if not f.done()]
+        self._pending.append(self._pool.submit(self._run, job))
+
+    def _run(self, job: Callable[[], None]) -> None:
+        with self._lock:
+            if self._error is not None:
+                return
+        try:
+            job()
+        except BaseException as exc:  # re-raised in the submitting thread
+            with self._lock:
+                self._error = exc
+
+    def check(self) -> None:
+        """Raise the error of the job that failed, once, without waiting for the others
+        (the jobs after it do not run)."""
+        with self._lock:
+            if self._error is None or self._raised:
+                return
+            self._raised = True
+        raise self._error
+
+    def flush(self) -> None:
+        """Wait until every submitted job has run; raise the first error."""
+        for future in self._pending:
+            future.result()
+        self._pending = []
+        self.check()
+
+    def close(self) -> None:
+        """`flush`, then stop the worker thread (a later `submit` starts a new one)."""
+        try:
+            self.flush()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None
