@@ -16,6 +16,10 @@
 5. The same training in a hand-written loop (AdamW, bf16/fp16 autocast, channels_last,
    pinned memory, the same workers and data, a validation pass per epoch): tl's images/s over
    the loop's, epochs after the first (``tl_vs_loop``, target ≥ 0.95).
+6. `tl serve` on the CUDA provider (`serve.py --device cuda`, a medical CNN; needs
+   tl-medical): requests/s at 16 clients with dynamic batching over ``--max-batch 1``
+   (``serve_batching_ratio``, target ≥ 2) and the one-client overhead over a bare
+   ``InferenceSession.run`` (``serve_overhead_p50_ms``, goal ≤ 2).
 
 Prints one JSON line and exits 0; without a GPU it says so in that line and exits 0.
 Sized to finish in well under 5 minutes on one modern GPU.
@@ -82,6 +86,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         record["tl_vs_loop"] = round(
             record["train_images_per_second_with_checkpoints"] / loop_images_per_second, 3
         )
+        record.update(serve_check())
     record["total_seconds"] = round(time.time() - started, 1)
     record["ok"] = (
         record["train_images_per_second"] > 0
@@ -92,6 +97,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     print(json.dumps(record))
     return record
+
+
+def serve_check() -> dict[str, Any]:
+    """`serve.py` on the GPU; skipped (and said so) without tl-medical."""
+    import importlib.util
+
+    if importlib.util.find_spec("tl_medical") is None:
+        return {"serve_skipped": "needs tl-medical"}
+    sys.path.insert(0, str(Path(__file__).parent))
+    import serve
+
+    served = serve.main(["--device", "cuda"])
+    return {
+        "serve_requests_per_s": round(served["ours"], 1),
+        "serve_requests_per_s_max_batch_1": round(served["baseline"], 1),
+        "serve_batching_ratio": round(served["ratio"], 3),
+        "serve_overhead_p50_ms": served["overhead_p50_ms"],
+        "serve_ok": served["ok"],
+    }
 
 
 def _synthetic(args: argparse.Namespace):

@@ -3,6 +3,7 @@ overhead at one client.
 
     python tests/bench/serve.py [RUN_DIR|model.onnx] [--clients 16] [--requests 40]
                                 [--backbone resnet18] [--image-size 128] [--threads 1]
+                                [--device cpu|cuda]
 
 Without a model, a one-epoch `tl run medical` on a tiny generated dataset makes one
 (``--weights none``: speed does not depend on the weights). Two servers are started on
@@ -11,6 +12,9 @@ loopback ports, one with dynamic batching (``--max-batch 32 --max-delay-ms 5``),
 requests (binary tensors, as tritonclient sends them). Then one client sends requests one
 after another to the batching server, and the same image goes through a bare
 ``InferenceSession.run`` with the same thread count.
+
+``--device cuda`` (what `gpu_check.py` runs when a GPU is lent): both servers and the bare
+session on onnxruntime's CUDA provider.
 
 `main()` returns the shared bench record: ours = requests/s with dynamic batching, baseline
 = requests/s with ``--max-batch 1``, target ratio ≥ 2; ``overhead_p50_ms`` (one client,
@@ -131,7 +135,7 @@ def throughput(server: Server, image: np.ndarray, clients: int, requests: int) -
 
 
 def paired_latencies(
-    server: Server, model_path: str, image: np.ndarray, threads: int, n: int
+    server: Server, model_path: str, image: np.ndarray, threads: int, n: int, device: str = "cpu"
 ) -> tuple[list[float], list[float], dict[str, float]]:
     """One client: a request to the server, then the same image through a bare
     ``InferenceSession.run`` (same thread count), alternately — both see the same machine
@@ -142,8 +146,11 @@ def paired_latencies(
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
+    providers = ["CPUExecutionProvider"]
+    if device == "cuda":
+        providers.insert(0, "CUDAExecutionProvider")
     session = ort.InferenceSession(
-        str(resolve_model_path(model_path)), options, providers=["CPUExecutionProvider"]
+        str(resolve_model_path(model_path)), options, providers=providers
     )
     for _ in range(10):
         session.run(None, {"image": image})
@@ -180,11 +187,13 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     spec = load_onnx_model(args.model, device="cpu").meta["input"]
     shape = (1, int(spec["channels"]), int(spec["height"]), int(spec["width"]))
     image = np.random.default_rng(0).integers(0, 255, shape, dtype=np.uint8)
-    flags = ["--device", "cpu", "--max-delay-ms", str(args.max_delay_ms)]
+    flags = ["--device", args.device, "--max-delay-ms", str(args.max_delay_ms)]
     batching = Server(args.model, args.threads, "--max-batch", "32", *flags)
     try:
         batched = throughput(batching, image, args.clients, args.requests)
-        served, bare, cpu = paired_latencies(batching, args.model, image, args.threads, args.single)
+        served, bare, cpu = paired_latencies(
+            batching, args.model, image, args.threads, args.single, args.device
+        )
     finally:
         batching.close()
     single = Server(args.model, args.threads, "--max-batch", "1", *flags)
@@ -197,6 +206,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     ratio = batched / unbatched
     details = {
         "model": str(args.model),
+        "device": args.device,
         "input": list(shape),
         "threads": args.threads,
         "clients": args.clients,
@@ -233,6 +243,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--max-delay-ms", type=float, default=5.0)
     parser.add_argument("--backbone", default="resnet18")
     parser.add_argument("--image-size", type=int, default=128)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     args = parser.parse_args(argv)
     if args.model:
         return measure(args)
