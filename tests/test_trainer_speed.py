@@ -1,6 +1,7 @@
 """What makes the trainer as fast as a hand-written loop without changing its recipe:
 precise BatchNorm from the epoch's own last batches (no extra pass), one weights file per
-improving epoch (``last`` hard-links ``best``), and medical's batch-level augmentation."""
+improving epoch (``last`` hard-links ``best``), checkpoints written behind the loop, fused
+optimizer kernels, and medical's batch-level augmentation."""
 
 from __future__ import annotations
 
