@@ -15,8 +15,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 
 class OrderedWriter:
-    def __init__(self, name: str = "tl-writer") -> None:
-        self._name = name
+    """``max_pending``: at most that many jobs wait or run; `submit` blocks until one ends
+    (each job holds a copy of the tensors it writes: memory stays bounded on a slow disk)."""
+
+    def __init__(self, name: str = "tl-writer", max_pending: int = 2) -> None:
+        self._name, self._max_pending = name, max_pending
         self._pool: ThreadPoolExecutor | None = None
         self._pending: list[Future[None]] = []
         self._error: BaseException | None = None
@@ -29,6 +32,8 @@ class OrderedWriter:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=self._name)
         self._pending = [f for f in self._pending if not f.done()]
+        while len(self._pending) >= self._max_pending:
+            self._pending.pop(0).result()
         self._pending.append(self._pool.submit(self._run, job))
 
     def _run(self, job: Callable[[], None]) -> None:

@@ -190,3 +190,24 @@ def test_a_failed_background_write_stops_the_queue_and_raises_once(tmp_path, mon
     store.close()  # raised once
     assert store.progress("best")["epoch"] == 1
     assert not store.path("last", ".json").exists(), "the write after the failed one never ran"
+
+
+def test_the_writer_runs_jobs_in_order_and_bounds_what_waits():
+    import threading
+    import time
+
+    from tl.core.background import OrderedWriter
+
+    writer, done, release = OrderedWriter(max_pending=1), [], threading.Event()
+
+    def slow() -> None:
+        release.wait(5)
+        done.append("slow")
+
+    writer.submit(slow)
+    threading.Timer(0.2, release.set).start()
+    started = time.perf_counter()
+    writer.submit(lambda: done.append("next"))  # waits for the slow one: one may be pending
+    assert time.perf_counter() - started >= 0.15 and done == ["slow"]
+    writer.close()
+    assert done == ["slow", "next"]
