@@ -129,7 +129,8 @@ def snapshot(value: Any, live: set[int] | None = None) -> Any:
     return value
 
 
-def _storages(model: nn.Module) -> set[int]:
+def model_storages(model: nn.Module) -> set[int]:
+    """The storage pointers of ``model``'s state dict (`snapshot`'s ``live``)."""
     return {t.untyped_storage().data_ptr() for t in model.state_dict().values()}
 
 
@@ -173,7 +174,7 @@ class CheckpointStore:
             self.flush()
             self._write(tag, tensors, meta_text, progress_text, training_state, weights_from)
             return
-        live = _storages(getattr(model, "module", model))
+        live = model_storages(getattr(model, "module", model))
         tensors = snapshot(tensors, live) if tensors is not None else None
         training_state = snapshot(training_state) if training_state is not None else None
         self._writer.submit(

@@ -184,8 +184,10 @@ def test_a_failed_background_write_stops_the_queue_and_raises_once(tmp_path, mon
 
     monkeypatch.setattr(checkpoints, "save_file", full_disk)
     store.save("best", model, {}, {**progress, "epoch": 2}, background=True)
-    store.save("last", model, {}, {**progress, "epoch": 2}, background=True, weights_from="best")
+    # the error comes from the next save when the failed write has ended by then, else flush
     with pytest.raises(OutputError, match="No space left.*best checkpoint of epoch 1 is intact"):
+        store.save("last", model, {}, {**progress, "epoch": 2}, background=True,
+                   weights_from="best")  # fmt: skip
         store.flush()
     store.close()  # raised once
     assert store.progress("best")["epoch"] == 1
@@ -211,3 +213,25 @@ def test_the_writer_runs_jobs_in_order_and_bounds_what_waits():
     assert time.perf_counter() - started >= 0.15 and done == ["slow"]
     writer.close()
     assert done == ["slow", "next"]
+
+
+def test_the_best_epoch_comes_back_from_memory_not_from_its_file(tmp_path, monkeypatch):
+    import tl.core.checkpoints as checkpoints
+
+    def unread(*args, **kwargs):
+        raise AssertionError("best.safetensors was read back")
+
+    monkeypatch.setattr(checkpoints, "load_file", unread)
+    model, trainer = fit(tmp_path / "run")  # epochs 1 and 2 improve, epoch 3 does not
+    monkeypatch.undo()
+    assert json_epoch(trainer.run_dir / "checkpoints/best.json") == 2
+    best = load_file(str(trainer.run_dir / "checkpoints/best.safetensors"))
+    assert all(torch.equal(best[k], v) for k, v in model.state_dict().items())
+    last = load_file(str(trainer.run_dir / "checkpoints/last.safetensors"))
+    assert any(not torch.equal(last[k], best[k]) for k in best)
+
+
+def json_epoch(path) -> int:
+    import json
+
+    return json.loads(path.read_text())["epoch"]

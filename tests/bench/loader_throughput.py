@@ -24,7 +24,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import result  # noqa: E402
-from trainer_overhead import make_model  # noqa: E402
+from trainer_overhead import ClassifyTask, make_model  # noqa: E402
 
 
 def dataset(n: int, size: int) -> Any:
@@ -57,7 +57,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     config = TrainConfig(batch_size=args.batch_size, device="cpu", num_workers=args.num_workers)
     with tempfile.TemporaryDirectory() as run_dir:
         trainer = Trainer(
-            config, None, Path(run_dir), ProgressReporter(stream=io.StringIO()), tensorboard=False
+            config,
+            ClassifyTask(),
+            Path(run_dir),
+            ProgressReporter(stream=io.StringIO()),
+            tensorboard=False,
         )
         loader = trainer.loader(data, None, shuffle=True, epoch=0)
         next(iter(loader))  # start workers
