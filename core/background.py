@@ -49,6 +49,8 @@ class OrderedWriter:
     def check(self) -> None:
         """Raise the error of the job that failed, once, without waiting for the others
         (the jobs after it do not run)."""
+        if self._error is None:  # once per training batch: no lock on the usual path
+            return
         with self._lock:
             if self._error is None or self._raised:
                 return

@@ -165,9 +165,9 @@ class CheckpointStore:
         weights file this one shares (hard link; a copy where links are unsupported).
         ``background``: copy the tensors now, write them behind the caller (`flush` waits;
         a failed write raises from the next `save`, `check` or `flush`)."""
-        tensors = None if weights_from is not None else state
-        if tensors is None and weights_from is None:
-            tensors = state_dict_for_saving(model)
+        tensors = None
+        if weights_from is None:
+            tensors = state if state is not None else state_dict_for_saving(model)
         meta_text = json.dumps(meta, default=str)
         progress_text = json.dumps(progress, indent=2, default=_jsonable) + "\n"
         if not background:
