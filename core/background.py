@@ -5,11 +5,18 @@ resnet's weights and optimizer state per epoch; much more for big models and slo
 but their order is part of their meaning — ``best`` before ``last``, a checkpoint's JSON
 after its tensors — so one worker runs the jobs one after another. The first job that fails
 stops the queue (later jobs would build on what it did not write); its exception is
-re-raised in the training thread by the next `submit`, `check` or `flush`."""
+re-raised in the training thread by the next `submit`, `check` or `flush`.
+
+With ``max_busy`` the worker keeps to that fraction of the time: after a job that took
+``t`` seconds the next one starts no sooner than ``t * (1 / max_busy - 1)`` later (at once
+when `flush` is waiting). On two cores a writer that is always busy takes a core from
+training; a caller that coalesces what waits (`tl.core.checkpoints.CheckpointStore`)
+then writes fewer, newer files instead of slowing the loop."""
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -18,8 +25,14 @@ class OrderedWriter:
     """``max_pending``: at most that many jobs wait or run; `submit` blocks until one ends
     (each job holds a copy of the tensors it writes: memory stays bounded on a slow disk)."""
 
-    def __init__(self, name: str = "tl-writer", max_pending: int = 2) -> None:
-        self._name, self._max_pending = name, max_pending
+    def __init__(
+        self, name: str = "tl-writer", max_pending: int = 2, max_busy: float = 1.0
+    ) -> None:
+        if not 0 < max_busy <= 1:
+            raise ValueError(f"max_busy must be in (0, 1], not {max_busy}")
+        self._name, self._max_pending, self._max_busy = name, max_pending, max_busy
+        self._next_start = 0.0  # time.monotonic() before which no job starts (max_busy)
+        self._hurry = threading.Event()  # set while flush waits: no pause
         self._pool: ThreadPoolExecutor | None = None
         self._pending: list[Future[None]] = []
         self._error: BaseException | None = None
@@ -37,14 +50,20 @@ class OrderedWriter:
         self._pending.append(self._pool.submit(self._run, job))
 
     def _run(self, job: Callable[[], None]) -> None:
+        pause = self._next_start - time.monotonic()
+        if pause > 0:
+            self._hurry.wait(pause)
         with self._lock:
             if self._error is not None:
                 return
+        started = time.monotonic()
         try:
             job()
         except BaseException as exc:  # re-raised in the submitting thread
             with self._lock:
                 self._error = exc
+        ended = time.monotonic()
+        self._next_start = ended + (ended - started) * (1 / self._max_busy - 1)
 
     def check(self) -> None:
         """Raise the error of the job that failed, once, without waiting for the others
@@ -58,9 +77,14 @@ class OrderedWriter:
         raise self._error
 
     def flush(self) -> None:
-        """Wait until every submitted job has run; raise the first error."""
-        for future in self._pending:
-            future.result()
+        """Wait until every submitted job has run (no pause for ``max_busy``); raise the
+        first error."""
+        self._hurry.set()
+        try:
+            for future in self._pending:
+                future.result()
+        finally:
+            self._hurry.clear()
         self._pending = []
         self.check()
 

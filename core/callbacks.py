@@ -29,9 +29,9 @@ import torch
 from torch import nn
 
 from . import distributed as dist
-from .checkpoints import model_storages, snapshot
 from .feature_cache import FeatureCache, HeadOnly, collate_batch, parse_mode, wants_cache
 from .seeding import seed_everything
+from .snapshots import ModelSnapshots
 
 HOOKS = (
     "on_fit_start",
@@ -208,11 +208,13 @@ class Checkpointing(Callback):
     ``last``; the best epoch's weights are loaded back when training ends. What a checkpoint
     holds is the strategy's choice (`StrategyPlan.checkpoint_state`; lora: merged weights).
     The files are written behind the next epoch's training (`CheckpointStore.save` with
-    ``background``); ``teardown`` waits for them."""
+    ``background``; an epoch's two as one job, coalesced with the next epoch's while it
+    waits); ``teardown`` waits for them."""
 
     def on_fit_start(self, trainer: Any, state: FitState) -> None:
         self.model_epoch: int | None = None  # the epoch whose end the model is at, if any
         self.best_weights: dict[str, torch.Tensor] | None = None  # this fit's best, a copy
+        self.snapshots = ModelSnapshots()
         store = trainer.store
         if not (state.resume and store.exists("last")):
             return
@@ -240,22 +242,25 @@ class Checkpointing(Callback):
         if not dist.is_main():
             return
         progress = state.progress()
-        weights = state.plan.checkpoint_state(state.model)
-        if state.improved:
-            model = getattr(state.model, "module", state.model)
-            weights = self.best_weights = snapshot(weights, model_storages(model))
-            trainer.save_checkpoint("best", state.model, progress, weights, background=True)
+        weights = self.snapshots.take(
+            state.plan.checkpoint_state(state.model), state.model, state.epoch_model
+        )
         training_state = {
             "optimizer": state.optimizer.state_dict(),
             "scheduler": state.scheduler.state_dict(),
             "scaler": trainer.scaler.state_dict(),
         }
-        trainer.save_checkpoint(
-            "last", state.model, progress, weights, training_state=training_state,
-            weights_from="best" if state.improved else None, background=True,
-        )  # fmt: skip
+        with trainer.store.together():
+            if state.improved:
+                self.best_weights = weights
+                trainer.save_checkpoint("best", state.model, progress, weights, background=True)
+            trainer.save_checkpoint(
+                "last", state.model, progress, weights, training_state=training_state,
+                weights_from="best" if state.improved else None, background=True,
+            )  # fmt: skip
 
     def teardown(self, trainer: Any, state: FitState) -> None:
+        self.snapshots.clear()
         trainer.store.close()
 
     def on_fit_end(self, trainer: Any, state: FitState) -> None:

@@ -10,7 +10,10 @@ checkpoint is complete exactly when its JSON names its epoch. When an epoch writ
 During training the files are written behind the loop (``save(..., background=True)``,
 `tl.core.background.OrderedWriter`): the tensors are copied when the epoch ends, written
 in order by one thread, and every read of the store waits for the writes before it. A kill
-loses at most the checkpoint being written; the previous one stays complete.
+loses at most the checkpoint being written; the previous one stays complete. Saves that
+wait while an earlier one is being written are coalesced: when epochs end faster than the
+disk takes their files (a linear probe on cached features), the newest ``best`` and
+``last`` are written next and the ones they replace never are.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ import contextlib
 import json
 import os
 import shutil
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +35,7 @@ from .backbones import TL_WEIGHTS_KEY
 from .background import OrderedWriter
 from .errors import DataError, OutputError
 from .fileio import _jsonable, atomic_path
+from .snapshots import model_storages, snapshot
 
 LoadFn = Callable[[nn.Module, dict[str, torch.Tensor]], tuple[list[str], list[str]]]
 
@@ -114,24 +119,12 @@ def save_training_state(training_state: dict[str, Any], path: Path) -> None:
         serialization.set_crc32_options(crc)
 
 
-def snapshot(value: Any, live: set[int] | None = None) -> Any:
-    """``value`` (nested dicts, lists, tuples) with every tensor copied to CPU, so that it
-    can be written while training goes on changing the originals. With ``live`` (storage
-    pointers), only tensors on those storages are copied; the others are taken as they are."""
-    if isinstance(value, torch.Tensor):
-        if live is not None and value.untyped_storage().data_ptr() not in live:
-            return value
-        return value.detach().to("cpu", copy=True).contiguous()
-    if isinstance(value, dict):
-        return {k: snapshot(v, live) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(snapshot(v, live) for v in value)
-    return value
-
-
-def model_storages(model: nn.Module) -> set[int]:
-    """The storage pointers of ``model``'s state dict (`snapshot`'s ``live``)."""
-    return {t.untyped_storage().data_ptr() for t in model.state_dict().values()}
+def _replace(queued: dict[str, tuple[Any, ...]], newer: dict[str, tuple[Any, ...]]) -> None:
+    """``newer``'s saves in place of ``queued``'s of the same tags, after the others: a
+    queued ``best`` without a newer one stays and is still written before ``last``."""
+    for tag, args in newer.items():
+        queued.pop(tag, None)
+        queued[tag] = args
 
 
 def _link_or_copy(source: Path, target: Path) -> None:
@@ -145,7 +138,11 @@ def _link_or_copy(source: Path, target: Path) -> None:
 class CheckpointStore:
     def __init__(self, run_dir: Path) -> None:
         self.dir = Path(run_dir) / "checkpoints"
-        self._writer = OrderedWriter("tl-checkpoints")
+        # at most a tenth of the time writing: short epochs coalesce instead of taking a core
+        self._writer = OrderedWriter("tl-checkpoints", max_busy=0.1)
+        self._lock = threading.Lock()
+        self._waiting: dict[str, tuple[Any, ...]] | None = None  # saves no job has taken yet
+        self._group: dict[str, tuple[Any, ...]] | None = None
 
     def path(self, tag: str, suffix: str) -> Path:
         return self.dir / f"{tag}{suffix}"
@@ -174,14 +171,42 @@ class CheckpointStore:
             self.flush()
             self._write(tag, tensors, meta_text, progress_text, training_state, weights_from)
             return
-        live = model_storages(getattr(model, "module", model))
+        self._writer.check()
+        live = model_storages(model)
         tensors = snapshot(tensors, live) if tensors is not None else None
         training_state = snapshot(training_state) if training_state is not None else None
-        self._writer.submit(
-            lambda: self._write(
-                tag, tensors, meta_text, progress_text, training_state, weights_from
-            )
-        )
+        entry = {tag: (tensors, meta_text, progress_text, training_state, weights_from)}
+        if self._group is not None:
+            _replace(self._group, entry)
+        else:
+            self._enqueue(entry)
+
+    @contextlib.contextmanager
+    def together(self) -> Iterator[None]:
+        """The background saves made inside are written by one job, in the order made
+        (``best`` then a ``last`` that links it), and coalesced as one: no write of a newer
+        ``last`` can come before the ``best`` of its epoch."""
+        self._group = {}
+        try:
+            yield
+        finally:
+            group, self._group = self._group, None
+        if group:
+            self._enqueue(group)
+
+    def _enqueue(self, entries: dict[str, tuple[Any, ...]]) -> None:
+        with self._lock:
+            if self._waiting is not None:  # a job is queued and has not started: it takes these
+                _replace(self._waiting, entries)
+                return
+            self._waiting = dict(entries)
+        self._writer.submit(self._write_waiting)
+
+    def _write_waiting(self) -> None:
+        with self._lock:
+            entries, self._waiting = self._waiting or {}, None
+        for tag, args in entries.items():
+            self._write(tag, *args)
 
     def _write(
         self,
