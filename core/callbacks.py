@@ -205,7 +205,9 @@ class Checkpointing(Callback):
     """``checkpoints/best.*`` when the epoch improved and ``last.*`` (with the optimizer,
     scheduler and scaler state) after every epoch, on rank 0 — best first, so that a kill
     between the two leaves ``last`` an epoch behind, never ahead of ``best``; ``--resume`` continues from
-    ``last``; the best epoch's weights are loaded back when training ends. What a checkpoint
+    ``last``; the best epoch's weights are loaded back when training ends. The final epoch's
+    ``last`` has no optimizer state (a resumed run that ended trains no further, and for
+    AdamW it is twice the weights, written while nothing else runs). What a checkpoint
     holds is the strategy's choice (`StrategyPlan.checkpoint_state`; lora: merged weights).
     The files are written behind the next epoch's training (`CheckpointStore.save` with
     ``background``; an epoch's two as one job, coalesced with the next epoch's while it
@@ -245,11 +247,13 @@ class Checkpointing(Callback):
         weights = self.snapshots.take(
             state.plan.checkpoint_state(state.model), state.model, state.epoch_model
         )
-        training_state = {
-            "optimizer": state.optimizer.state_dict(),
-            "scheduler": state.scheduler.state_dict(),
-            "scaler": trainer.scaler.state_dict(),
-        }
+        training_state = None  # nothing resumes from the final epoch
+        if state.epoch + 1 < trainer.config.epochs and not state.result.stopped_early:
+            training_state = {
+                "optimizer": state.optimizer.state_dict(),
+                "scheduler": state.scheduler.state_dict(),
+                "scaler": trainer.scaler.state_dict(),
+            }
         with trainer.store.together():
             if state.improved:
                 self.best_weights = weights

@@ -2,7 +2,7 @@
 
 ``checkpoints/{last,best}.safetensors`` hold the model (with tl's JSON metadata);
 ``last.state.pt`` the optimizer and scheduler state (tensors and numbers only, so
-``torch.load(weights_only=True)`` reads it); ``{last,best}.json`` the epoch counters and
+``torch.load(weights_only=True)`` reads it; none after a fit's final epoch); ``{last,best}.json`` the epoch counters and
 history. Each file is written to a temp name and renamed; the JSON is written last, so a
 checkpoint is complete exactly when its JSON names its epoch. When an epoch writes both,
 ``last.safetensors`` is a hard link of ``best.safetensors`` (the same bytes, written once).
@@ -233,6 +233,8 @@ class CheckpointStore:
                 else:
                     save_file(tensors, str(weights_tmp), metadata={TL_WEIGHTS_KEY: meta_text})
                 progress_tmp.write_text(progress_text, encoding="utf-8")
+            if training_state is None:  # committed: an older epoch's state is not this one's
+                self.path(tag, ".state.pt").unlink(missing_ok=True)
         except OSError as exc:
             kept = self._progress(tag).get("epoch") if self._exists(tag) else None
             raise OutputError(

@@ -21,7 +21,6 @@ REQUIRED_FILES = [
     "history.csv",
     "checkpoints/last.safetensors",
     "checkpoints/best.safetensors",
-    "checkpoints/last.state.pt",
     "model.onnx",
     "metrics.json",
     "report.md",
