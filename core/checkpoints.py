@@ -2,8 +2,8 @@
 
 ``checkpoints/{last,best}.safetensors`` hold the model (with tl's JSON metadata);
 ``last.state.pt`` the optimizer and scheduler state (tensors and numbers only, so
-``torch.load(weights_only=True)`` reads it; none after a fit's final epoch); ``{last,best}.json`` the epoch counters and
-history. Each file is written to a temp name and renamed; the JSON is written last, so a
+``torch.load(weights_only=True)`` reads it; none after a fit's final epoch);
+``{last,best}.json`` the epoch counters and history. Each file is written to a temp name and renamed; the JSON is written last, so a
 checkpoint is complete exactly when its JSON names its epoch. When an epoch writes both,
 ``last.safetensors`` is a hard link of ``best.safetensors`` (the same bytes, written once).
 

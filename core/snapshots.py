@@ -34,9 +34,9 @@ def snapshot(value: Any, live: set[int] | None = None) -> Any:
 
 
 class ModelSnapshots:
-    """Tensors copied to CPU. The copy of a tensor the caller knows to be unchanged since
-    the previous `take` (``unchanged``: the backbone while a linear probe trains on cached
-    features, which the training step never reaches) is that take's copy, not a new one:
+    """Tensors copied to CPU. The copy of a tensor outside the part that trained since the
+    previous `take` (the backbone while a linear probe trains on cached features, which
+    the training step never reaches) is that take's copy, not a new one:
     a frozen backbone is copied once per fit instead of every epoch. Version counters
     cannot tell this: fused optimizers and BatchNorm's running statistics write in place
     without bumping them."""
@@ -45,7 +45,9 @@ class ModelSnapshots:
         # key -> (the tensor, pinning its memory so that no other takes its key; its copy)
         self._kept: dict[_Key, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def take(self, state: dict[str, torch.Tensor], model: nn.Module, trained: nn.Module) -> Any:
+    def take(
+        self, state: dict[str, torch.Tensor], model: nn.Module, trained: nn.Module
+    ) -> dict[str, torch.Tensor]:
         """``state`` (the tensors a checkpoint of ``model`` holds) copied to CPU where it
         is ``model``'s own memory (tensors made for saving are taken as they are).
         ``trained``: the part of ``model`` that trained since the previous take (the
