@@ -149,6 +149,26 @@ def test_batchnorm_statistics_stay_frozen_under_linear():
     assert all(p.grad is None for p in model.backbone.parameters())
 
 
+@pytest.mark.parametrize("backbone", ["resnet10t", "vit_tiny_patch16_224"])
+def test_train_mode_switches_off_exactly_the_frozen_parts_under_partial(backbone):
+    """Eval mode for every module inside one whose parameters are all frozen (its BatchNorm,
+    dropout and activations alike); train mode for everything on a path to a trained one."""
+    model = make_model(backbone)
+    build_plan(model, "partial:1", 1e-3, 0.0).train_mode(model)
+
+    def frozen(module):
+        params = list(module.parameters())
+        return bool(params) and not any(p.requires_grad for p in params)
+
+    expected = {}
+    for name, module in model.backbone.named_modules():
+        parent = name.rpartition(".")[0] if name else None
+        expected[name] = not (frozen(module) or (parent is not None and not expected[parent]))
+    actual = {name: module.training for name, module in model.backbone.named_modules()}
+    assert actual == expected
+    assert model.head.training and any(actual.values()) and not all(actual.values())
+
+
 def test_batchnorm_statistics_update_under_full():
     model = make_model()
     plan = build_plan(model, "full", 1e-3, 0.0)

@@ -151,10 +151,26 @@ class StrategyPlan:
         """``model.train()``, but fully frozen backbone parts stay in eval mode
         (BatchNorm running statistics and dropout of frozen layers do not change)."""
         model.train()
-        for module in model.backbone.modules():
-            params = list(module.parameters())
-            if params and not any(p.requires_grad for p in params):
-                module.eval()
+        has_params, trainable = _eval_frozen(model.backbone)
+        if has_params and not trainable:
+            model.backbone.eval()
+
+
+def _eval_frozen(module: nn.Module) -> tuple[bool, bool]:
+    """Put the topmost modules whose parameters are all frozen (and their whole subtrees)
+    in eval mode, in one walk; returns (has parameters, has trainable ones)."""
+    has_params = trainable = False
+    for param in module.parameters(recurse=False):
+        has_params, trainable = True, trainable or param.requires_grad
+    children = [(child, *_eval_frozen(child)) for child in module.children()]
+    has_params = has_params or any(has for _, has, _ in children)
+    trainable = trainable or any(train for _, _, train in children)
+    if has_params and not trainable:
+        return True, False  # a frozen parent switches this subtree off in one call
+    for child, child_has, child_trainable in children:
+        if child_has and not child_trainable:
+            child.eval()
+    return has_params, trainable
 
 
 def parameter_counts(model: nn.Module) -> tuple[int, int]:

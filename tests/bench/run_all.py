@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 # (module, small argv, full argv, plugin it needs)
 BENCHES: list[tuple[str, list[str], list[str], str | None]] = [
-    ("trainer_overhead", ["--epochs", "2", "--n", "256", "--repeats", "2"], [], None),
+    ("trainer_overhead", ["--epochs", "2", "--n", "256", "--repeats", "3"], [], None),
     ("cached_linear", ["--n", "256"], [], None),
     ("trainer_vs_loop", ["--rows", "32-aug,96", "--repeats", "2"], [], "tl_medical"),
     ("loader_throughput", ["--n", "256", "--steps", "4"], [], None),
