@@ -27,6 +27,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from . import distributed as dist
+from .allocator import reuse_freed_memory
 from .callbacks import (
     BatchNormAverage,
     FitResult,
@@ -167,7 +168,7 @@ class Trainer:
         call_hook("on_fit_start", self, state)
         started = time.time() - state.result.seconds
         try:
-            with self._stop:
+            with self._stop, reuse_freed_memory(self.device.type == "cpu"):
                 for epoch in range(state.start_epoch, self.config.epochs):
                     if state.result.stopped_early:
                         break
