@@ -28,7 +28,7 @@ BENCHES: list[tuple[str, list[str], list[str], str | None]] = [
     ("cached_linear", ["--n", "256"], [], None),
     ("trainer_vs_loop", ["--rows", "32-aug,96", "--repeats", "2"], [], "tl_medical"),
     ("loader_throughput", ["--n", "256", "--steps", "4"], [], None),
-    ("onnx_vs_torch", ["--seconds", "3"], [], None),
+    ("onnx_vs_torch", [], [], None),
     ("predict_memory", ["--n", "2000"], [], "tl_medical"),
     ("fraud_latency", [], ["--full"], "tl_fraud"),
     ("recsys_scale", [], ["--full"], "tl_recsys"),
