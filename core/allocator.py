@@ -14,6 +14,7 @@ Elsewhere (musl, macOS, Windows) it does nothing.
 from __future__ import annotations
 
 import ctypes
+import functools
 import platform
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,7 +28,10 @@ _GLIBC_DYNAMIC_MMAP_THRESHOLD_MAX = 32 * 1024 * 1024  # where its dynamic thresh
 _depth = 0  # nested blocks (a `tl tune` trial's fit inside …) restore once, at the outermost
 
 
+@functools.cache
 def _libc() -> ctypes.CDLL | None:
+    """The C library where it is glibc (``platform.libc_ver`` reads the interpreter binary:
+    once per process)."""
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return None
     try:
