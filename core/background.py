@@ -11,7 +11,9 @@ With ``max_busy`` the worker keeps to that fraction of the time: after a job tha
 ``t`` seconds the next one starts no sooner than ``t * (1 / max_busy - 1)`` later (at once
 when `flush` is waiting). On two cores a writer that is always busy takes a core from
 training; a caller that coalesces what waits (`tl.core.checkpoints.CheckpointStore`)
-then writes fewer, newer files instead of slowing the loop."""
+then writes fewer, newer files instead of slowing the loop. `pace` adds a floor: jobs start
+at most once per that many seconds (``--checkpoint-every``), and what waits meanwhile is
+coalesced the same way."""
 
 from __future__ import annotations
 
@@ -31,13 +33,20 @@ class OrderedWriter:
         if not 0 < max_busy <= 1:
             raise ValueError(f"max_busy must be in (0, 1], not {max_busy}")
         self._name, self._max_pending, self._max_busy = name, max_pending, max_busy
-        self._next_start = 0.0  # time.monotonic() before which no job starts (max_busy)
+        self._next_start = 0.0  # time.monotonic() before which no job starts
+        self._every = 0.0  # `pace`: seconds from one job's start to the next one's
         self._hurry = threading.Event()  # set while flush waits: no pause
         self._pool: ThreadPoolExecutor | None = None
         self._pending: list[Future[None]] = []
         self._error: BaseException | None = None
         self._raised = False
         self._lock = threading.Lock()
+
+    def pace(self, every: float) -> None:
+        """From now on a job starts at most once per ``every`` seconds, the first one no
+        sooner than ``every`` from now (0: as ``max_busy`` allows); `flush` does not wait."""
+        self._every = float(every)
+        self._next_start = time.monotonic() + self._every
 
     def submit(self, job: Callable[[], None]) -> None:
         """Run ``job`` after every job submitted before it (raises an earlier job's error)."""
@@ -63,7 +72,8 @@ class OrderedWriter:
             with self._lock:
                 self._error = exc
         ended = time.monotonic()
-        self._next_start = ended + (ended - started) * (1 / self._max_busy - 1)
+        busy_pause = (ended - started) * (1 / self._max_busy - 1)
+        self._next_start = max(ended + busy_pause, started + self._every)
 
     def check(self) -> None:
         """Raise the error of the job that failed, once, without waiting for the others

@@ -211,13 +211,16 @@ class Checkpointing(Callback):
     holds is the strategy's choice (`StrategyPlan.checkpoint_state`; lora: merged weights).
     The files are written behind the next epoch's training (`CheckpointStore.save` with
     ``background``; an epoch's two as one job, coalesced with the next epoch's while it
-    waits); ``teardown`` waits for them."""
+    waits), at most every ``checkpoint_every`` seconds (on short epochs the files cost
+    more than the epochs: ~3x the weights serialised on a core the loop needs);
+    ``teardown`` and the stop on SIGTERM / Ctrl-C write the newest at once."""
 
     def on_fit_start(self, trainer: Any, state: FitState) -> None:
         self.model_epoch: int | None = None  # the epoch whose end the model is at, if any
         self.best_weights: dict[str, torch.Tensor] | None = None  # this fit's best, a copy
         self.snapshots = ModelSnapshots()
         store = trainer.store
+        store.write_every(trainer.config.checkpoint_every)
         if not (state.resume and store.exists("last")):
             return
         progress = store.progress("last")

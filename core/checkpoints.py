@@ -12,8 +12,9 @@ During training the files are written behind the loop (``save(..., background=Tr
 in order by one thread, and every read of the store waits for the writes before it. A kill
 loses at most the checkpoint being written; the previous one stays complete. Saves that
 wait while an earlier one is being written are coalesced: when epochs end faster than the
-disk takes their files (a linear probe on cached features), the newest ``best`` and
-``last`` are written next and the ones they replace never are.
+disk takes their files (a linear probe on cached features), or while `write_every`'s
+interval has not passed (``--checkpoint-every``), the newest ``best`` and ``last`` are
+written next and the ones they replace never are.
 """
 
 from __future__ import annotations
@@ -244,6 +245,12 @@ class CheckpointStore:
                 "free disk space or make the folder writable, then continue with --resume "
                 f"{self.dir.parent}",
             ) from exc
+
+    def write_every(self, seconds: float) -> None:
+        """Background writes start at most once per ``seconds``, counted from now; saves made
+        in between are coalesced (the newest is written), and reads, `flush` and `close`
+        write what waits at once. A hard kill loses at most that much training."""
+        self._writer.pace(seconds)
 
     def check(self) -> None:
         """Raise the error of a background write that failed (cheap: waits for nothing)."""

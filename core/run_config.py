@@ -18,8 +18,8 @@ def resolve_run_config(
 ) -> Config:
     """``flags`` (None = not given; ``config``: a YAML file) resolved for ``plugin``.
 
-    ``--resume RUN_DIR`` reuses that run's own config.yaml (only ``--device`` may change)
-    and must be a run of the same plugin."""
+    ``--resume RUN_DIR`` reuses that run's own config.yaml (only ``--device`` and
+    ``--checkpoint-every`` may change) and must be a run of the same plugin."""
     flags = dict(flags)
     flags.pop("verbose", None)
     config_file = flags.pop("config", None)
@@ -38,8 +38,8 @@ def resolve_run_config(
             f"resume it with `tl run {source} --resume {run_dir}`",
         )
     saved["plugin"] = plugin.name
-    device = flags.get("device")
-    return _checked(resolve_config(plugin, {"device": device}, None, command, saved=saved), command)
+    changeable = {k: flags.get(k) for k in ("device", "checkpoint_every")}
+    return _checked(resolve_config(plugin, changeable, None, command, saved=saved), command)
 
 
 def _checked(config: Config, command: str) -> Config:

@@ -156,6 +156,13 @@ class RunConfig:
         type=click.Choice(["auto", "on", "off"]),
         group="feature_cache",
     )
+    checkpoint_every: float = option(
+        60.0,
+        "Seconds of training between checkpoint writes (0: after every epoch); the final "
+        "epoch's is always written, and a kill loses at most this much.",
+        type=NON_NEGATIVE,
+        commands=COMMANDS,
+    )
     out: str = option(
         "runs", "Parent folder of run directories.", type=click.Path(), commands=COMMANDS
     )

@@ -69,6 +69,8 @@ class TrainConfig:
     precise_bn_below_steps: int = 500
     precise_bn_batches: int = 4
     cache_features: str = "auto"
+    #: seconds of training between checkpoint writes (0: every epoch; the final one always)
+    checkpoint_every: float = 60.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -1,7 +1,7 @@
 """Checkpoints written behind the training loop: a snapshot per epoch, written in order by
 one thread; saves that wait for a slow disk coalesced (the newest written, ``best`` before
-the ``last`` that links it); the writer held to a tenth of the time unless something waits
-for it; the copies of a backbone that does not train reused."""
+the ``last`` that links it); the writer held to a tenth of the time and to
+``--checkpoint-every`` unless something waits for it; the copies of a backbone that does not train reused."""
 
 from __future__ import annotations
 
@@ -143,6 +143,46 @@ def test_the_writer_keeps_to_its_share_of_the_time_unless_flushed():
     writer.close()
     with pytest.raises(ValueError, match="max_busy"):
         OrderedWriter(max_busy=0)
+
+
+def test_a_paced_writer_starts_a_job_at_most_once_per_interval():
+    writer, started = OrderedWriter(), []
+    writer.pace(0.5)
+    paced = time.monotonic()
+    writer.submit(lambda: started.append(time.monotonic()))
+    time.sleep(0.3)
+    assert not started, "the first job waits for the interval too"
+    writer.flush()  # a reader waits: at once
+    assert started[0] - paced < 0.45
+    writer.submit(lambda: started.append(time.monotonic()))
+    time.sleep(0.2)
+    assert len(started) == 1, "the next job waits for the interval after the previous start"
+    time.sleep(0.5)
+    assert len(started) == 2 and started[1] - started[0] >= 0.45
+    writer.pace(0)
+    writer.submit(lambda: started.append(time.monotonic()))
+    time.sleep(0.2)
+    assert len(started) == 3, "0: as soon as the share of the time allows"
+    writer.close()
+
+
+def test_checkpoints_within_the_interval_are_coalesced_and_written_when_read(tmp_path):
+    store, model = CheckpointStore(tmp_path), InputNorm()
+    store.write_every(3600)
+    for epoch in (1, 2, 3):
+        with torch.no_grad():
+            model.head.weight.fill_(epoch)
+        with store.together():
+            store.save("best", model, {"epoch": epoch}, _progress(epoch, epoch), background=True)
+            store.save("last", model, {"epoch": epoch}, _progress(epoch, epoch),
+                       {"step": torch.tensor(epoch)}, weights_from="best", background=True)  # fmt: skip
+    time.sleep(0.2)
+    assert not store.path("last", ".json").exists(), "nothing is written inside the interval"
+    assert store.progress("last")["epoch"] == 3  # a read (the stop on a signal) writes the newest
+    saved = load_file(str(tmp_path / "checkpoints/best.safetensors"))
+    assert torch.equal(saved["head.weight"], model.head.weight)
+    assert int(store.training_state("last")["step"]) == 3
+    store.close()
 
 
 class _Probe(nn.Module):

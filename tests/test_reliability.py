@@ -34,6 +34,7 @@ registry.load_plugin = lambda name: ToyPlugin() if name == "toy" else real(name)
 from tl.cli.main import main
 main(sys.argv[1:])
 """
+EVERY_EPOCH = ["--checkpoint-every", "0"]  # the kills below land between epochs 1 and 2
 TOY_ARGS = ["--weights", "none", "--batch-size", "24", "--lr", "2e-3", "--seed", "0",
             "--device", "cpu", "--patience", "0"]  # fmt: skip
 
@@ -108,7 +109,7 @@ SIGTERM_TOO = {"medical"}
 )
 def test_sigkill_and_sigterm_then_resume_match_an_uninterrupted_run(plugin, data_root, tmp_path):
     data, args = PLUGINS[plugin](data_root / plugin)
-    run_args = ["run", plugin, "--data", str(data), *args, *COMMON, "--epochs", "3"]
+    run_args = ["run", plugin, "--data", str(data), *args, *COMMON, "--epochs", "3", *EVERY_EPOCH]
     straight = tl(*run_args, "--out", str(tmp_path / "a"), wait=False)
     killed, _ = stop_after_first_checkpoint(run_args, tmp_path / "b", signal.SIGKILL)
     stdout, stderr = straight.communicate(timeout=600)
@@ -133,7 +134,7 @@ def test_sigkill_and_sigterm_then_resume_match_an_uninterrupted_run(plugin, data
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_sigterm_and_ctrl_c_keep_a_checkpoint_and_exit_cleanly(signum, toy_data, tmp_path):
-    args = ["run", "toy", "--data", str(toy_data), *TOY_ARGS, "--epochs", "40"]
+    args = ["run", "toy", "--data", str(toy_data), *TOY_ARGS, "--epochs", "40", *EVERY_EPOCH]
     proc = tl(*args, "--out", str(tmp_path), toy=True, wait=False)
     run = wait_for_checkpoint(tmp_path, 1, proc)
     os.kill(proc.pid, signum)
@@ -154,6 +155,41 @@ def test_sigterm_and_ctrl_c_keep_a_checkpoint_and_exit_cleanly(signum, toy_data,
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert f"resumed after epoch {kept}" in resumed.stderr
     assert (run / "metrics.json").exists()
+
+
+def test_a_stop_between_paced_writes_keeps_the_newest_epoch(toy_data, tmp_path):
+    """With ``--checkpoint-every`` longer than the run so far nothing is on disk yet; the stop
+    writes the last complete epoch before it says which one it kept."""
+    log = tmp_path / "stderr.txt"
+    args = ["run", "toy", "--data", str(toy_data), *TOY_ARGS, "--epochs", "40",
+            "--checkpoint-every", "3600", "--out", str(tmp_path / "runs")]  # fmt: skip
+    code = TOY_CLI.format(tests=str(Path(__file__).parent))
+    with log.open("w") as err:
+        proc = subprocess.Popen([sys.executable, "-c", code, *args], stderr=err, env=ENV,
+                                stdout=subprocess.DEVNULL)  # fmt: skip
+        deadline = time.time() + 300
+        while "epoch 3/40" not in log.read_text() and proc.poll() is None:
+            assert time.time() < deadline, log.read_text()[-2000:]
+            time.sleep(0.05)
+        assert not list(tmp_path.glob("runs/*/checkpoints/*.json")), "written inside the interval"
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=120)
+    stderr = log.read_text()
+    assert proc.returncode == 128 + signal.SIGTERM, stderr[-2000:]
+    (run,) = (tmp_path / "runs").iterdir()
+    progress = json.loads((run / "checkpoints" / "last.json").read_text())
+    kept = progress["epoch"]
+    assert kept >= 3 and f"checkpoint of epoch {kept} kept" in one_line_error(stderr)
+    assert len(progress["history"]) == kept and (run / "checkpoints" / "last.state.pt").exists()
+    config = run / "config.yaml"  # fewer epochs left; the interval may change on resume
+    config.write_text(config.read_text().replace("epochs: 40", f"epochs: {kept + 1}"))
+    resumed = tl("run", "toy", "--resume", str(run), "--checkpoint-every", "0", toy=True)
+    assert resumed.returncode == 0 and f"resumed after epoch {kept}" in resumed.stderr
+    from tl.core.run_config import resolve_run_config
+    from toy_plugin import ToyPlugin
+
+    for flags, every in (({}, 3600), ({"checkpoint_every": 0.0}, 0)):
+        assert resolve_run_config(ToyPlugin(), flags, run)["checkpoint_every"] == every
 
 
 def test_a_full_disk_keeps_the_last_good_checkpoint(toy_data, tmp_path, monkeypatch, capsys):
@@ -185,6 +221,7 @@ def test_a_full_disk_keeps_the_last_good_checkpoint(toy_data, tmp_path, monkeypa
                 *TOY_ARGS,
                 "--epochs",
                 "3",
+                *EVERY_EPOCH,
                 "--out",
                 str(tmp_path),
             ]

@@ -104,12 +104,14 @@ import sys
 sys.path.insert(0, {tests!r})
 from toy_plugin import ToyPlugin, toy_options
 from tl.core.run import run_plugin
-run_plugin(ToyPlugin(), toy_options({data!r}, {out!r}, epochs=5, patience=0))
+run_plugin(ToyPlugin(), toy_options({data!r}, {out!r}, epochs=5, patience=0, checkpoint_every=0))
 """
 
 
 def test_resume_after_kill_matches_an_uninterrupted_run(toy_data, tmp_path):
-    straight = run_plugin(ToyPlugin(), toy_options(toy_data, tmp_path / "a", epochs=5, patience=0))
+    straight = run_plugin(
+        ToyPlugin(), toy_options(toy_data, tmp_path / "a", epochs=5, patience=0, checkpoint_every=0)
+    )
     script = KILL_SCRIPT.format(
         tests=str(Path(__file__).parent), data=str(toy_data), out=str(tmp_path / "b")
     )
