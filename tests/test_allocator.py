@@ -41,7 +41,7 @@ with reuse_freed_memory(enabled=False) as applied:
 with reuse_freed_memory() as applied:
     assert applied
     with reuse_freed_memory():
-        faults["inside"] = [batch() for _ in range(12)]
+        faults["inside"] = [batch() for _ in range(24)]
     faults["nested_left"] = [batch() for _ in range(3)]
     kept = resident_pages()
 faults["given_back"] = [kept - resident_pages()]
@@ -67,10 +67,13 @@ def test_by_default_every_batch_faults_its_large_blocks_back_in(faults):
 
 
 def test_inside_the_block_freed_memory_is_reused_without_faults(faults):
+    """The heap grows until its free space holds the next request — one to three batches
+    in 20 runs here, 7 in one CI run (the small allocations between the large ones decide
+    whether a freed block is reused at once) — and then no batch faults again."""
     inside = faults["inside"]
-    assert inside[0] > PAGES * 0.9  # the heap grows to the working set (in one or two of
-    assert sum(count > PAGES * 0.1 for count in inside) <= 2  # the first batches) …
-    assert sum(inside[4:]) < PAGES * 0.1  # … and then stays: no batch faults again
+    assert inside[0] > PAGES * 0.9
+    assert sum(count > PAGES * 0.1 for count in inside) <= len(inside) // 2
+    assert sum(inside[-8:]) < PAGES * 0.1
 
 
 def test_leaving_a_nested_block_keeps_the_outer_one_and_the_outermost_gives_it_back(faults):
