@@ -1,11 +1,15 @@
 """Stopping a run cleanly on SIGINT/SIGTERM: the trainer finishes the batch it is in and
 raises `tl.core.errors.Interrupted` (a one-line error naming the kept checkpoint and the
-``--resume`` command). The last complete epoch's checkpoint is never cut in half."""
+``--resume`` command). The last complete epoch's checkpoint is never cut in half. Outside
+the training loop (`stop_the_run`: learning-rate search, export, evaluation) the run stops
+at once with the same error, SIGTERM like Ctrl-C."""
 
 from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -39,17 +43,49 @@ class StopSignals:
             raise KeyboardInterrupt
         self.signum = signum
 
-    def check(self, epoch: int, store: CheckpointStore, run_dir: Path) -> None:
-        """Raise `Interrupted` if a signal came (``epoch`` 0-based, the unfinished one)."""
+    def check(
+        self, epoch: int, store: CheckpointStore, run_dir: Path, finished: bool = False
+    ) -> None:
+        """Raise `Interrupted` if a signal came (``epoch`` 0-based, the unfinished one;
+        ``finished``: after the last epoch, e.g. in its validation)."""
         if self.signum is None:
             return
         name = signal.Signals(self.signum).name
         kept = store.progress("last")["epoch"] if store.exists("last") else None
+        where = "after the last epoch" if finished else f"in epoch {epoch + 1}"
         raise Interrupted(
             self.signum,
-            f"interrupted by {name} in epoch {epoch + 1}; "
+            f"interrupted by {name} {where}; "
             + (f"checkpoint of epoch {kept} kept" if kept else "no epoch was complete yet"),
             run_dir,
             f"continue with --resume {run_dir}"
-            + (" (the unfinished epoch is redone, so the result matches an uninterrupted run)"),
+            + (
+                ""
+                if finished
+                else " (the unfinished epoch is redone, so the result matches an uninterrupted run)"
+            ),
         )
+
+
+@contextmanager
+def stop_the_run(run_dir: Path) -> Iterator[None]:
+    """While entered (in the main thread), SIGINT/SIGTERM raise `Interrupted` at once; a
+    fit inside handles them its own way (`StopSignals`) and hands them back after."""
+
+    def handle(signum: int, frame: Any) -> None:
+        raise Interrupted(
+            signum,
+            f"interrupted by {signal.Signals(signum).name}; the checkpoints written are kept",
+            run_dir,
+            f"continue with --resume {run_dir}",
+        )
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, handle) for s in SIGNALS}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)

@@ -21,6 +21,7 @@ from .backbones import BackboneSpec, load_tl_weights
 from .config import Config
 from .errors import ConfigError
 from .fileio import write_json_atomic, write_text_atomic
+from .interrupts import stop_the_run
 from .lr_finder import lr_find_sections, resolve_lr
 from .plugin import Fitted, Plugin, TLData
 from .progress import ProgressReporter
@@ -216,7 +217,11 @@ def run_plugin(
     else:
         reporter = reporter or ProgressReporter()
         reporter.log_file = run_dir / "log.txt"
-        with run_status(run_dir, plugin, config), track_run(plugin, config, run_dir, reporter) as t:
+        with (
+            run_status(run_dir, plugin, config),
+            stop_the_run(run_dir),
+            track_run(plugin, config, run_dir, reporter) as t,
+        ):
             config = resolve_lr(plugin, data, config, run_dir, reporter, build_and_load)
             _run_main(plugin, data, config, run_dir, reporter, bool(resume_dir), [*callbacks, *t])
     if owns_group:

@@ -183,6 +183,9 @@ class Trainer:
                     state.result.seconds = time.time() - started
                     self._log_epoch(state.row, state.improved)
                     call_hook("on_epoch_end", self, state)
+                # a signal in the last epoch's validation or checkpointing: no batch is
+                # left to notice it
+                self._stop.check(state.epoch, self.store, self.run_dir, finished=True)
         finally:
             call_hook("teardown", self, state)
             self._wrapped = None

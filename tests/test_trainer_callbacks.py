@@ -7,12 +7,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import signal
+import threading
 
 import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 from tl.core.callbacks import HOOKS, Callback
+from tl.core.errors import Interrupted
+from tl.core.interrupts import stop_the_run
 from tl.core.task import Task, as_task, plugin_task, pretrain_as_task
 from tl.core.trainer import TrainConfig, Trainer
 from torch import nn
@@ -297,3 +301,38 @@ def test_the_training_loss_is_checked_each_batch(tmp_path):
 
     with pytest.raises(DataError, match="training loss became nan"):
         fit(tmp_path, task=nan)
+
+
+class _SignalAtLastValidation(Callback):
+    def on_validation_end(self, trainer, state) -> None:
+        if state.epoch + 1 == trainer.config.epochs:
+            signal.raise_signal(signal.SIGTERM)  # no training batch is left to notice it
+
+
+main_thread_only = pytest.mark.skipif(
+    threading.current_thread() is not threading.main_thread(),
+    reason="signal handlers live in the main thread",
+)
+
+
+@main_thread_only
+def test_a_signal_in_the_last_epochs_validation_stops_the_run(tmp_path):
+    with pytest.raises(Interrupted, match="SIGTERM after the last epoch; checkpoint of epoch 3"):
+        fit(tmp_path / "r", callbacks=[_SignalAtLastValidation()], checkpoint_every=3600)
+    progress = json.loads((tmp_path / "r/checkpoints/last.json").read_text())
+    assert progress["epoch"] == 3 and len(progress["history"]) == 3
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL, "the handler is handed back"
+
+
+@main_thread_only
+def test_outside_training_a_signal_stops_the_run_at_once(tmp_path):
+    before = signal.getsignal(signal.SIGTERM)
+    reached = []
+    with pytest.raises(Interrupted) as stopped, stop_the_run(tmp_path):
+        signal.raise_signal(signal.SIGTERM)
+        reached.append(True)
+    assert not reached and stopped.value.exit_code == 143
+    assert (
+        "interrupted by SIGTERM" in stopped.value.line() and str(tmp_path) in stopped.value.line()
+    )
+    assert signal.getsignal(signal.SIGTERM) is before
