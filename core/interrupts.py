@@ -19,24 +19,38 @@ from .errors import Interrupted
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
+@contextmanager
+def handling_stop_signals(handler: Any) -> Iterator[None]:
+    """SIGINT and SIGTERM go to ``handler`` while entered, the previous handlers after;
+    nothing changes outside the main thread (Python runs handlers only there)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, handler) for s in SIGNALS}
+    try:
+        yield
+    finally:
+        for s, old in previous.items():
+            signal.signal(s, old)
+
+
 class StopSignals:
     """While entered (in the main thread), SIGINT/SIGTERM set a flag that `check` turns
     into `Interrupted` between batches; a second signal stops right away."""
 
     def __init__(self) -> None:
         self.signum: int | None = None
-        self._previous: dict[int, Any] = {}
+        self._handling: Any = None
 
     def __enter__(self) -> StopSignals:
         self.signum = None
-        if threading.current_thread() is threading.main_thread():
-            self._previous = {s: signal.signal(s, self._handle) for s in SIGNALS}
+        self._handling = handling_stop_signals(self._handle)
+        self._handling.__enter__()
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        for s, handler in self._previous.items():
-            signal.signal(s, handler)
-        self._previous = {}
+        handling, self._handling = self._handling, None
+        handling.__exit__(*exc)
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.signum is not None:  # a second Ctrl-C: stop right now
@@ -52,18 +66,16 @@ class StopSignals:
             return
         name = signal.Signals(self.signum).name
         kept = store.progress("last")["epoch"] if store.exists("last") else None
-        where = "after the last epoch" if finished else f"in epoch {epoch + 1}"
+        where, redone = "after the last epoch", ""
+        if not finished:
+            where = f"in epoch {epoch + 1}"
+            redone = " (the unfinished epoch is redone, so the result matches an uninterrupted run)"
         raise Interrupted(
             self.signum,
             f"interrupted by {name} {where}; "
             + (f"checkpoint of epoch {kept} kept" if kept else "no epoch was complete yet"),
             run_dir,
-            f"continue with --resume {run_dir}"
-            + (
-                ""
-                if finished
-                else " (the unfinished epoch is redone, so the result matches an uninterrupted run)"
-            ),
+            f"continue with --resume {run_dir}{redone}",
         )
 
 
@@ -80,12 +92,5 @@ def stop_the_run(run_dir: Path) -> Iterator[None]:
             f"continue with --resume {run_dir}",
         )
 
-    if threading.current_thread() is not threading.main_thread():
+    with handling_stop_signals(handle):
         yield
-        return
-    previous = {s: signal.signal(s, handle) for s in SIGNALS}
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)

@@ -11,7 +11,6 @@ first next time, the report is written and `tl tune` exits 130/143; a rerun cont
 from __future__ import annotations
 
 import signal
-import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from typing import Any
 
 from ..errors import ConfigError, Interrupted
 from ..fileio import write_text_atomic
+from ..interrupts import handling_stop_signals
 from ..progress import ProgressReporter
 from ..run_config import resolve_run_config
 from ..tracking import flat_metrics, study_run
@@ -188,15 +188,8 @@ def _stop_signals(objective: Objective) -> Iterator[None]:
             raise TuneStopped(signum, f"stopped by {signal.Signals(signum).name}")
         objective.signum = signum
 
-    if threading.current_thread() is not threading.main_thread():
+    with handling_stop_signals(handle):
         yield
-        return
-    previous = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
 
 
 __all__ = ["TuneOptions", "search_space", "tune_plugin"]
