@@ -11,7 +11,9 @@ loopback ports, one with dynamic batching (``--max-batch 32 --max-delay-ms 5``),
 ``--max-batch 1``; ``--clients`` threads each send ``--requests`` one-image v2 infer
 requests (binary tensors, as tritonclient sends them). Then one client sends requests one
 after another to the batching server, and the same image goes through a bare
-``InferenceSession.run`` with the same thread count.
+``InferenceSession.run`` with the same thread count. Last, the ceiling of the ratio on this
+machine: images/s of that bare session at batch ``--clients`` over batch 1 (a server cannot
+gain more from batching than onnxruntime itself does; on a 2-core CPU it is ~1.2×).
 
 ``--device cuda`` (what `gpu_check.py` runs when a GPU is lent): both servers and the bare
 session on onnxruntime's CUDA provider.
@@ -134,13 +136,26 @@ def throughput(server: Server, image: np.ndarray, clients: int, requests: int) -
     return clients * requests / (time.perf_counter() - start)
 
 
-def paired_latencies(
-    server: Server, model_path: str, image: np.ndarray, threads: int, n: int, device: str = "cpu"
-) -> tuple[list[float], list[float], dict[str, float]]:
-    """One client: a request to the server, then the same image through a bare
-    ``InferenceSession.run`` (same thread count), alternately — both see the same machine
-    load (this one is shared). Also the mean CPU ms per request of the server process, of
-    this client, and of the bare run."""
+def bare_batching_gain(
+    model_path: str, image: np.ndarray, threads: int, batch: int, device: str = "cpu"
+) -> dict[str, float]:
+    """Images/s of a bare session at batch 1 and at ``batch``: what batching gains without
+    a server."""
+    session = bare_session(model_path, threads, device)
+    rates = {}
+    for size in (1, batch):
+        feeds = {"image": np.repeat(image, size, axis=0)}
+        for _ in range(3):
+            session.run(None, feeds)
+        runs, start = 0, time.perf_counter()
+        while runs < 8 or time.perf_counter() - start < 3.0:
+            session.run(None, feeds)
+            runs += 1
+        rates[size] = runs * size / (time.perf_counter() - start)
+    return {"batch_1": rates[1], f"batch_{batch}": rates[batch], "gain": rates[batch] / rates[1]}
+
+
+def bare_session(model_path: str, threads: int, device: str = "cpu") -> Any:
     import onnxruntime as ort
     from tl.core.runtime import resolve_model_path
 
@@ -149,9 +164,17 @@ def paired_latencies(
     providers = ["CPUExecutionProvider"]
     if device == "cuda":
         providers.insert(0, "CUDAExecutionProvider")
-    session = ort.InferenceSession(
-        str(resolve_model_path(model_path)), options, providers=providers
-    )
+    return ort.InferenceSession(str(resolve_model_path(model_path)), options, providers=providers)
+
+
+def paired_latencies(
+    server: Server, model_path: str, image: np.ndarray, threads: int, n: int, device: str = "cpu"
+) -> tuple[list[float], list[float], dict[str, float]]:
+    """One client: a request to the server, then the same image through a bare
+    ``InferenceSession.run`` (same thread count), alternately — both see the same machine
+    load (this one is shared). Also the mean CPU ms per request of the server process, of
+    this client, and of the bare run."""
+    session = bare_session(model_path, threads, device)
     for _ in range(10):
         session.run(None, {"image": image})
     client = Client(server, image)
@@ -201,6 +224,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         unbatched = throughput(single, image, args.clients, args.requests)
     finally:
         single.close()
+    ceiling = bare_batching_gain(args.model, image, args.threads, args.clients, args.device)
     served_p50, bare_p50 = (float(np.percentile(t, 50)) * 1000 for t in (served, bare))
     overhead = served_p50 - bare_p50
     ratio = batched / unbatched
@@ -212,6 +236,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "clients": args.clients,
         "requests_per_client": args.requests,
         "requests_per_s": {"dynamic_batching": round(batched, 1), "max_batch_1": round(unbatched, 1)},
+        "bare_session_images_per_s": {k: round(v, 1) for k, v in ceiling.items() if k != "gain"},
+        "bare_batching_gain": round(ceiling["gain"], 3),
+        "ratio_over_bare_gain": round(ratio / ceiling["gain"], 3),
         "one_client_p50_ms": {"server": round(served_p50, 3), "bare_session_run": round(bare_p50, 3)},
         "one_client_p99_ms": round(float(np.percentile(served, 99)) * 1000, 3),
         "one_client_paired_difference_p50_ms": round(
@@ -230,6 +257,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         ratio >= 2 and overhead <= 2.0,
         unit="req/s",
         overhead_p50_ms=round(overhead, 3),
+        bare_batching_gain=round(ceiling["gain"], 3),
     )
 
 
