@@ -9,6 +9,7 @@ and exits 0.
 
 from __future__ import annotations
 
+import gzip
 import http.client
 import json
 import os
@@ -228,6 +229,10 @@ def test_raw_endpoint_matches_tl_predict(server, runs, name):
     body = part.to_json(orient="records", double_precision=15).encode()
     status, content, _ = post_raw(server, name, body, "application/json")
     assert status == 200, content
+    path = f"/v1/models/{server.names[name]}/predict"
+    headers = {"content-type": "application/json", "content-encoding": "gzip"}
+    status, gzipped, _ = server.request("POST", path, gzip.compress(body), headers)
+    assert status == 200 and json.loads(gzipped) == json.loads(content), gzipped[:300]
     same_rows(json.loads(content)["rows"], expected)
 
 
@@ -259,6 +264,7 @@ BAD = [  # (what, method, path template, body, content type, expected status)
     ("unknown option", "/v1/models/{recsys}/predict?topk=3", b'[{"user_id": 1, "item_id": 2}]', "application/json", 400),
     ("server path option", "/v1/models/{driving}/predict?draw=/tmp/x", b"\xff\xd8\xff", "image/jpeg", 400),
     ("too large", "/v2/models/{medical}/infer", b"0" * (2**20 + 2**18), "application/json", 413),
+    ("inflates too large", "/v2/models/{medical}/infer", gzip.compress(b" " * 8 * 2**20), "gzip", 413),
     ("no route", "/v3/anything", b"", "text/plain", 404),
 ]  # fmt: skip
 
@@ -266,9 +272,10 @@ BAD = [  # (what, method, path template, body, content type, expected status)
 def check_bad_inputs(server) -> list[str]:
     problems = []
     for what, path, body, kind, status in BAD:
-        got, content, _ = server.request(
-            "POST", path.format(**server.names), body, {"content-type": kind}
-        )
+        headers = {"content-type": kind}
+        if kind == "gzip":
+            headers = {"content-type": "application/json", "content-encoding": "gzip"}
+        got, content, _ = server.request("POST", path.format(**server.names), body, headers)
         try:
             error = json.loads(content)["error"]
         except (ValueError, KeyError):

@@ -9,11 +9,9 @@ fix"}``; anything else is a 500 with the same shape, and the traceback goes to t
 from __future__ import annotations
 
 import contextlib
-import gzip
 import json
 import logging
 import time
-import zlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +25,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
+from .bodies import BodyTooLarge, content_length, limited, read_body, too_large
 from .errors import RequestError, bad_request
 from .metrics import ServerMetrics
 from .models import ServedModel
@@ -116,7 +115,7 @@ async def infer(request: Request) -> Response:
     _endpoint(request, "infer")
     served = _state(request).model(request)
     with served.batcher.expecting() as ticket:
-        body = await _body(request)
+        body = await read_body(request)
         names = [s.name for s in served.outputs]
         header = request.headers.get(HEADER_LENGTH)
         args = (body, header, served.inputs, names)
@@ -150,23 +149,6 @@ async def metrics(request: Request) -> Response:
 
 def _state(request: Request) -> ServerState:
     return request.app.state.tl
-
-
-async def _body(request: Request) -> bytes:
-    body = await request.body()
-    encoding = request.headers.get("content-encoding", "identity").lower()
-    try:
-        if encoding == "gzip":
-            return gzip.decompress(body)
-        if encoding == "deflate":
-            return zlib.decompress(body)
-    except (OSError, zlib.error, EOFError):
-        raise bad_request(f"the body is not valid {encoding} data", "compress it again") from None
-    if encoding not in ("identity", ""):
-        raise RequestError(
-            415, f"content encoding '{encoding}' is not supported", "send gzip, deflate or none"
-        )
-    return body
 
 
 def _check_batch(feeds: dict[str, Any], served: ServedModel) -> None:
@@ -277,7 +259,7 @@ class Envelope:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
-        scope["tl"] = info = {"model": "", "endpoint": "other"}
+        scope["tl"] = info = {"model": "", "endpoint": "other", "max_body": self.max_body}
         sent = {"status": 500, "bytes": 0, "started": False}
 
         async def send_counted(message: Message) -> None:
@@ -289,14 +271,14 @@ class Envelope:
 
         self.metrics.in_flight.inc()
         try:
-            declared = _content_length(scope)
+            declared = content_length(scope)
             if declared is not None and declared > self.max_body:
-                await _send_error(send_counted, 413, _too_large(self.max_body))
+                await _send_error(send_counted, 413, too_large(self.max_body))
             else:
-                await self.app(scope, _limited(receive, self.max_body), send_counted)
-        except _BodyTooLarge:
+                await self.app(scope, limited(receive, self.max_body), send_counted)
+        except BodyTooLarge:
             if not sent["started"]:
-                await _send_error(send_counted, 413, _too_large(self.max_body))
+                await _send_error(send_counted, 413, too_large(self.max_body))
         except Exception:
             log.exception("unexpected error on %s %s", scope["method"], scope["path"])
             if not sent["started"]:
@@ -314,40 +296,6 @@ class Envelope:
                 client[0], client[1], scope["method"], scope["path"],
                 scope.get("http_version", "1.1"), status, sent["bytes"], seconds * 1000,
             )  # fmt: skip
-
-
-class _BodyTooLarge(RequestError):
-    def __init__(self, limit: int) -> None:
-        super().__init__(413, _too_large(limit))
-
-
-def _too_large(limit: int) -> str:
-    return f"the request body is over {limit / 2**20:g} MiB — send less, or start tl serve with a larger --max-body-mb"
-
-
-def _content_length(scope: Scope) -> int | None:
-    for key, value in scope.get("headers", []):
-        if key == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None
-    return None
-
-
-def _limited(receive: Receive, limit: int) -> Receive:
-    seen = 0
-
-    async def receive_limited() -> Message:
-        nonlocal seen
-        message = await receive()
-        if message["type"] == "http.request":
-            seen += len(message.get("body", b""))
-            if seen > limit:
-                raise _BodyTooLarge(limit)
-        return message
-
-    return receive_limited
 
 
 async def _send_error(send: Send, status: int, message: str) -> None:

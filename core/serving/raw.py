@@ -37,6 +37,7 @@ from ..errors import TLError
 from ..inference import InputBatch, RuntimeConfig, Skipped
 from ..options import click_options
 from .batching import Ticket
+from .bodies import read_body
 from .errors import RequestError, bad_request
 from .models import ServedModel
 
@@ -159,7 +160,7 @@ async def _stage(request: Request, folder: Path) -> tuple[Path, dict[str, str]]:
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind == "multipart/form-data":
         return await _stage_form(request, folder)
-    body = await request.body()
+    body = await read_body(request)
     if not body:
         raise bad_request(
             "the request has no body",
