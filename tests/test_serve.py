@@ -332,6 +332,9 @@ def test_load_with_bad_inputs_meanwhile(server, runs):
     count = _sample(metrics, f'tl_batch_size_count{{model="{model}"}}')
     total = _sample(metrics, f'tl_batch_size_sum{{model="{model}"}}')
     assert total >= 16 * 50 and total / count > 1.0, (total, count)  # requests were batched
+    # and no onnxruntime call was larger than --max-batch 16 (the 24-image requests of
+    # test_triton_client_matches_tl_predict ran in parts)
+    assert _sample(metrics, f'tl_batch_size_bucket{{le="16.0",model="{model}"}}') == count
     assert _sample(metrics, f'tl_request_errors_total{{endpoint="infer",model="{model}"}}') >= 3
     log = server.log.read_text()
     assert f'"POST {path} HTTP/1.1" 200' in log and "Traceback" not in log, log[-3000:]

@@ -10,7 +10,8 @@ own worker thread (onnxruntime releases the GIL), one at a time, while the next 
 gathers; results are split back along axis 0.
 
 A batch that fails is rerun one request at a time, so that one bad request cannot fail
-the others it was batched with.
+the others it was batched with. A request of more than ``max_batch`` items is queued as
+parts of ``max_batch``, so no onnxruntime call is larger than the server allows.
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ class Batcher:
     ) -> None:
         self._call = run
         self.name = name
+        self.batchable = batchable
         self.max_batch = max(1, int(max_batch)) if batchable else 1
         self.max_delay = max(0.0, float(max_delay))
         self._observe = observe or (lambda size, seconds: None)
@@ -113,13 +115,23 @@ class Batcher:
                 self._notify()
 
     async def submit(self, feeds: Feeds, ticket: Ticket | None = None) -> Outputs:
-        """The outputs of ``feeds`` (a batch of one or more items along axis 0)."""
+        """The outputs of ``feeds`` (a batch of one or more items along axis 0). A request of
+        more than ``max_batch`` items runs in parts of ``max_batch``: one client cannot make
+        the model run a batch (and allocate its activations) larger than the server allows."""
         if ticket is not None and not ticket.used:
             ticket.used = True
             self._announced -= 1
-        size = int(next(iter(feeds.values())).shape[0]) if feeds else 1
+        size = _size(feeds)
+        if self.batchable and size > self.max_batch:
+            step = self.max_batch
+            parts = [{k: a[i : i + step] for k, a in feeds.items()} for i in range(0, size, step)]
+            results = await asyncio.gather(*(self._enqueue(part) for part in parts))
+            return _joined(parts, results)
+        return await self._enqueue(feeds)
+
+    async def _enqueue(self, feeds: Feeds) -> Outputs:
         future: asyncio.Future[Outputs] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Pending(feeds, size, _key(feeds), future))
+        self._queue.append(_Pending(feeds, _size(feeds), _key(feeds), future))
         self._notify()
         return await future
 
@@ -214,6 +226,18 @@ class Batcher:
 def _concat(group: list[_Pending]) -> dict[str, np.ndarray]:
     names = list(group[0].feeds)
     return {name: np.concatenate([p.feeds[name] for p in group], axis=0) for name in names}
+
+
+def _size(feeds: Feeds) -> int:
+    return int(next(iter(feeds.values())).shape[0]) if feeds else 1
+
+
+def _joined(parts: list[Feeds], results: list[Outputs]) -> Outputs:
+    """The outputs of a request's parts, in order (each part's outputs are per item)."""
+    for part, outputs in zip(parts, results, strict=True):
+        if any(np.shape(a)[:1] != (_size(part),) for a in outputs.values()):
+            raise RuntimeError("the model's outputs are not per item: a request cannot be split")
+    return {name: np.concatenate([r[name] for r in results], axis=0) for name in results[0]}
 
 
 def _resolve(pending: _Pending, outputs: Outputs) -> None:
