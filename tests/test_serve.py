@@ -217,6 +217,11 @@ def test_raw_endpoint_matches_tl_predict(server, runs, name):
                                       f"?filename={files[0].name}")  # fmt: skip
         assert status == 200, content
         same_rows(json.loads(content)["rows"], wanted.get(files[0].name, []), ignore={"image_id"})
+        if name == "medical":  # no name and a wrong content type: the bytes say it is DICOM
+            dicom = next(p for p in sorted(run["data"].rglob("*.dcm")))
+            status, content, _ = post_raw(server, name, dicom.read_bytes(), "image/png")
+            assert status == 200, content
+            same_rows(json.loads(content)["rows"], wanted[dicom.name], ignore={"item"})
         return
     table = pd.read_csv(run["data"])
     if name == "fraud":

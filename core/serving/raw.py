@@ -118,7 +118,7 @@ async def predict_raw(
                 )
                 frames.append(frame)
         except TLError as exc:
-            raise _client_error(exc, folder) from None
+            raise _client_error(exc, folder, options) from None
     rows = _records(frames)
     return b'{"model_name":' + json.dumps(served.name).encode() + b',"rows":' + rows + b"}"
 
@@ -145,14 +145,34 @@ def _records(frames: list[Any]) -> bytes:
     return text.encode()
 
 
-def _client_error(exc: TLError, folder: Path) -> RequestError:
-    """The plugin's error about the upload, its temporary path replaced by the upload's name."""
+def _client_error(exc: TLError, folder: Path, options: PredictOptions) -> RequestError:
+    """The plugin's error about the upload, its temporary path replaced by the upload's name
+    and its fix said for an HTTP client (`_fix_for_a_client`)."""
     where = exc.where
     root = str(folder)
     if where.startswith(root):
         where = where[len(root) :].lstrip("/\\") or "the upload"
     what = f"{exc.what} ({where})" if where else exc.what
-    return RequestError(422, what.replace(root + "/", ""), exc.fix)
+    return RequestError(422, what.replace(root + "/", ""), _fix_for_a_client(exc.fix, options))
+
+
+_SKIP_BAD = re.compile(r",?\s*(?:or\s+)?(?:pass|use)\s+--skip-bad\b[^,;)]*")
+_FLAG = re.compile(r"--([a-z][a-z0-9-]*)(\s+[A-Z][A-Z_]*\b)?")
+
+
+def _fix_for_a_client(fix: str, options: PredictOptions) -> str:
+    """A `tl predict` fix, for this endpoint: ``--skip-bad`` (which it does not take) left
+    out, and a predict option's flag given as the query parameter it takes here
+    (``--item-column NAME`` → ``?item_column=NAME``)."""
+
+    def parameter(match: re.Match[str]) -> str:
+        name = match.group(1).replace("-", "_")
+        if name not in options.by_name:
+            return match.group(0)
+        return f"?{name}={(match.group(2) or ' VALUE').strip()}"
+
+    fix = _FLAG.sub(parameter, _SKIP_BAD.sub("", fix)).strip(" ,")
+    return fix or "fix the upload and send it again"
 
 
 async def _stage(request: Request, folder: Path) -> tuple[Path, dict[str, str]]:
@@ -207,17 +227,16 @@ async def _stage_form(request: Request, folder: Path) -> tuple[Path, dict[str, s
 
 def _safe_name(name: str, head: bytes, kind: str | None) -> str:
     """The upload's base name, without path or odd characters, with an extension that says
-    what it is (from the name, else the content type, else the first bytes)."""
+    what it is: from the name, else the first bytes, else the content type (clients send
+    generic or wrong ones: curl's form type, image/png for a DICOM file)."""
     base = _SAFE.sub("_", Path(name.replace("\\", "/")).name).strip(" .") or "upload"
     if Path(base).suffix:
         return base
+    sniffed = (guess for offset, magic, guess in _MAGIC if head[offset:].startswith(magic))
     kind = (kind or "").split(";")[0].strip().lower()
-    suffix = _TYPES.get(kind) or (
-        mimetypes.guess_extension(kind) if kind.startswith("image/") else None
-    )
-    for offset, magic, guess in _MAGIC:
-        if suffix is None and head[offset : offset + len(magic)] == magic:
-            suffix = guess
+    suffix = next(sniffed, None) or _TYPES.get(kind)
+    if suffix is None and kind.startswith("image/"):
+        suffix = mimetypes.guess_extension(kind)
     return base + (suffix or "")
 
 
