@@ -249,6 +249,50 @@ def test_corrupt_truncated_and_pixelless_dicom(tmp_path):
         read_dicom_header(tmp_path / "cut.dcm")  # the cheap header check sees it too
 
 
+# pydicom's own sample files (bundled with it): images stored uncompressed or RLE (pydicom's
+# own decoder) and the same images with the compressions PACS exports use
+LOSSLESS = [
+    ("MR_small_jpeg_ls_lossless.dcm", "MR_small.dcm"),
+    ("MR_small_jp2klossless.dcm", "MR_small.dcm"),
+    ("MR_small_RLE.dcm", "MR_small.dcm"),
+    ("SC_rgb_jpeg_gdcm.dcm", "SC_rgb_rle.dcm"),  # JPEG lossless, process 14
+]
+
+
+@pytest.mark.parametrize("name, reference", LOSSLESS)
+def test_lossless_compressed_dicom_reads_as_the_uncompressed_image(name, reference):
+    from pydicom.data import get_testdata_file
+
+    expected, _ = read_image(get_testdata_file(reference))
+    pixels, info = read_image(get_testdata_file(name))
+    assert info["format"] == "DICOM"
+    np.testing.assert_array_equal(pixels, expected)
+
+
+def test_lossy_jpeg_and_jpeg2000_dicom_decode():
+    from pydicom.data import get_testdata_file
+
+    reference, _ = read_image(get_testdata_file("SC_rgb_rle.dcm"))
+    baseline, _ = read_image(get_testdata_file("SC_rgb_jpeg_dcmtk.dcm"))  # JPEG baseline, YBR
+    assert np.abs(baseline.astype(int) - reference).max() <= 8
+    for name in ["JPGExtended.dcm", "examples_jpeg2k.dcm"]:  # 12-bit JPEG; JPEG 2000 RGB
+        pixels, _ = read_image(get_testdata_file(name))
+        assert pixels.dtype == np.uint8 and pixels.std() > 10  # an image, not a blank
+
+
+def test_damaged_compressed_dicom_says_so(tmp_path):
+    from pydicom.data import get_testdata_file
+
+    source = Path(get_testdata_file("MR_small_jp2klossless.dcm"))
+    ds = pydicom.dcmread(source)
+    ds.PixelData = ds.PixelData[:40] + b"\x00" * (len(ds.PixelData) - 40)
+    ds.save_as(tmp_path / "damaged.dcm")
+    with pytest.raises(DataError) as caught:
+        read_image(tmp_path / "damaged.dcm")
+    assert "cannot decode DICOM pixel data" in str(caught.value)
+    assert "is damaged" in caught.value.fix and "JPEG 2000" in caught.value.fix
+
+
 # --------------------------------------------------------------------------- no torch
 
 NO_TORCH = """

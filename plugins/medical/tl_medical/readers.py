@@ -262,11 +262,16 @@ def _read_dicom(
         what = f"cannot decode DICOM pixel data: {_short(exc)}"
         if "less than expected" in str(exc):
             what = "DICOM pixel data is shorter than its header says (truncated file?)"
+        elif "missing dependencies" in str(exc).lower() or not _decoders_installed():
+            fix = (
+                f"the pixel data is compressed ({getattr(transfer, 'name', transfer)}) and no "
+                "decoder is installed: pip install pylibjpeg pylibjpeg-libjpeg "
+                "pylibjpeg-openjpeg (tl-medical's dependencies), or re-export it uncompressed"
+            )
         elif "plugin" in str(exc).lower() or "decod" in str(exc).lower():
             fix = (
-                f"the pixel data is compressed ({getattr(transfer, 'name', transfer)}); "
-                "install pylibjpeg (pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg) "
-                "or re-export it uncompressed"
+                f"its compressed pixel data ({getattr(transfer, 'name', transfer)}) is damaged: "
+                "re-export the file (uncompressed if the sender can), or remove it"
             )
         raise DataError(what, path, fix) from None
 
@@ -318,6 +323,16 @@ def _read_dicom(
     if photometric == "MONOCHROME1":  # higher values are darker: invert after windowing
         scaled = 1.0 - scaled
     return _to_uint8(scaled), info
+
+
+def _decoders_installed() -> bool:
+    """pylibjpeg's JPEG/JPEG-LS (libjpeg) and JPEG 2000 (openjpeg) decoders for pydicom."""
+    import importlib.util
+
+    try:
+        return all(importlib.util.find_spec(name) is not None for name in ("libjpeg", "openjpeg"))
+    except (ImportError, ValueError):
+        return False
 
 
 def _apply_window(
