@@ -397,6 +397,26 @@ assert not loaded, loaded
     assert done.returncode == 0, done.stderr[-3000:]
 
 
+def test_a_client_gone_mid_body_is_counted_499_not_a_bad_request(server):
+    path = f"/v2/models/{server.names['medical']}/infer"
+    for _ in range(3):
+        gone = socket.create_connection(("127.0.0.1", server.port))
+        gone.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n".encode()
+                     + b'{"inputs": [')  # fmt: skip
+        gone.close()
+    name = f'tl_requests_total{{endpoint="infer",model="{server.names["medical"]}",status="499"}}'
+
+    def closed() -> float:
+        metrics = server.get("/metrics")[1].decode()
+        return _sample(metrics, name) if name in metrics else 0.0
+
+    deadline = time.monotonic() + 10
+    while closed() < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert closed() == 3
+    assert server.get("/v2/health/ready")[0] == 200
+
+
 def test_sigterm_drains_in_flight_requests_and_exits_0(server, runs):
     """Last: stops the module's server. A request whose body is still arriving when SIGTERM
     comes, and the load running meanwhile, are answered; the server then exits 0."""

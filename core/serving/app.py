@@ -204,8 +204,13 @@ async def _request_error(request: Request, exc: Exception) -> Response:
     return _error(exc.status, exc.message)
 
 
+CLIENT_CLOSED = 499  # nginx's "client closed request": kept apart from bad input in /metrics
+
+
 async def _disconnected(request: Request, exc: Exception) -> Response:
-    return _error(400, "the client disconnected before the body was read — resend the request")
+    return _error(
+        CLIENT_CLOSED, "the client disconnected before the body was read — resend the request"
+    )
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
