@@ -114,6 +114,7 @@ def serve_check() -> dict[str, Any]:
         "serve_requests_per_s_max_batch_1": round(served["baseline"], 1),
         "serve_batching_ratio": round(served["ratio"], 3),
         "serve_overhead_p50_ms": served["overhead_p50_ms"],
+        "serve_bare_batching_gain": served["bare_batching_gain"],
         "serve_ok": served["ok"],
     }
 
