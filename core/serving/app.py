@@ -25,7 +25,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
-from .bodies import BodyTooLarge, content_length, limited, read_body, too_large
+from .bodies import OFF_LOOP_BYTES, BodyTooLarge, content_length, limited, read_body, too_large
 from .errors import RequestError, bad_request
 from .metrics import ServerMetrics
 from .models import ServedModel
@@ -34,7 +34,6 @@ from .raw import PredictOptions, predict_raw
 
 access_log = logging.getLogger("tl.serve.access")
 log = logging.getLogger("tl.serve")
-PARSE_IN_THREAD = 256 * 1024  # bodies larger than this are parsed off the event loop
 
 
 @dataclass
@@ -121,7 +120,7 @@ async def infer(request: Request) -> Response:
         args = (body, header, served.inputs, names)
         parsed = (
             await run_in_threadpool(parse_infer_request, *args)
-            if len(body) > PARSE_IN_THREAD
+            if len(body) > OFF_LOOP_BYTES
             else parse_infer_request(*args)
         )
         _check_batch(parsed.feeds, served)

@@ -15,7 +15,7 @@ from starlette.types import Message, Receive, Scope
 
 from .errors import RequestError, bad_request
 
-INFLATE_IN_THREAD = 256 * 1024  # compressed bodies larger than this inflate off the event loop
+OFF_LOOP_BYTES = 256 * 1024  # bodies larger than this are inflated and parsed off the event loop
 
 
 class BodyTooLarge(RequestError):
@@ -68,8 +68,8 @@ async def read_body(request: Request) -> bytes:
         raise RequestError(
             415, f"content encoding '{encoding}' is not supported", "send gzip, deflate or none"
         )
-    limit = int(request.scope.get("tl", {}).get("max_body", 64 * 2**20))
-    if len(body) > INFLATE_IN_THREAD:
+    limit = int(request.scope["tl"]["max_body"])
+    if len(body) > OFF_LOOP_BYTES:
         return await run_in_threadpool(inflate, body, encoding, limit)
     return inflate(body, encoding, limit)
 

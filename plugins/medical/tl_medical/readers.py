@@ -262,7 +262,9 @@ def _read_dicom(
         what = f"cannot decode DICOM pixel data: {_short(exc)}"
         if "less than expected" in str(exc):
             what = "DICOM pixel data is shorter than its header says (truncated file?)"
-        elif "missing dependencies" in str(exc).lower() or not _decoders_installed():
+        elif bool(getattr(transfer, "is_compressed", False)) and (
+            "missing dependencies" in str(exc).lower() or not _decoders_installed()
+        ):
             fix = (
                 f"the pixel data is compressed ({getattr(transfer, 'name', transfer)}) and no "
                 "decoder is installed: pip install pylibjpeg pylibjpeg-libjpeg "
