@@ -280,6 +280,14 @@ def test_lossy_jpeg_and_jpeg2000_dicom_decode():
         assert pixels.dtype == np.uint8 and pixels.std() > 10  # an image, not a blank
 
 
+def test_a_uid_that_is_no_transfer_syntax_fails_cleanly(tmp_path):
+    ds = pydicom.dcmread(_dicom(tmp_path))
+    ds.file_meta.TransferSyntaxUID = "1.2.3.4"
+    ds.save_as(tmp_path / "odd.dcm")
+    with pytest.raises(DataError):
+        read_image(tmp_path / "odd.dcm")
+
+
 def test_damaged_compressed_dicom_says_so(tmp_path):
     from pydicom.data import get_testdata_file
 

@@ -262,7 +262,7 @@ def _read_dicom(
         what = f"cannot decode DICOM pixel data: {_short(exc)}"
         if "less than expected" in str(exc):
             what = "DICOM pixel data is shorter than its header says (truncated file?)"
-        elif bool(getattr(transfer, "is_compressed", False)) and (
+        elif _is_compressed(transfer) and (
             "missing dependencies" in str(exc).lower() or not _decoders_installed()
         ):
             fix = (
@@ -325,6 +325,15 @@ def _read_dicom(
     if photometric == "MONOCHROME1":  # higher values are darker: invert after windowing
         scaled = 1.0 - scaled
     return _to_uint8(scaled), info
+
+
+def _is_compressed(transfer: Any) -> bool:
+    """Whether the transfer syntax UID compresses pixel data (False for no UID or for one
+    that is not a transfer syntax, which pydicom refuses to classify)."""
+    try:
+        return bool(getattr(transfer, "is_compressed", False))
+    except ValueError:
+        return False
 
 
 def _decoders_installed() -> bool:
